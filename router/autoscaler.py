@@ -1,0 +1,483 @@
+"""Autoscaler: replicas per cloud, chosen ahead of demand at the lowest USD/hour.
+
+Each decision looks at the forecast upper bound over the next `horizon_s` =
+provisioning lead + decision interval: a replica ordered now is ready after the lead
+and stays until at least the next decision, and one removed now cannot be back
+sooner, so the peak of the upper bound over every slot up to the horizon (and the
+rate just observed, against forecasts that lag a flash crowd) is the rate to serve.
+
+Capacity within the SLO comes from the Erlang C model (router.queueing): `c`
+replicas of a cloud carry the highest rate at which P(wait > SLO - batch service
+time - network) <= 1 - quantile. That table is not linear in `c` (pooled servers
+gain), so the choice of counts is a small mixed-integer program solved exactly with
+scipy.optimize.milp (HiGHS): one binary per (cloud, count) pair, exactly one count
+per cloud, minimise price x count subject to summed capacity >= the rate. A tiny
+cost per replica changed breaks ties toward the current counts.
+
+Spot and on-demand: a CloudSpec is one pool priced by `use_spot`. Keeping on-demand
+capacity in a region where spot is used means configuring a second cloud entry for
+the same region without `use_spot`. The on-demand floor asks that on-demand pools
+alone carry `on_demand_floor_fraction` of the rate and hold at least
+`on_demand_floor_replicas` replicas, so a spot preemption never takes all capacity.
+
+Flapping is held off by separate delays: a cloud scales up once its desired count
+has stayed above its target for `upscale_delay_s`, and down once it has stayed below
+for `downscale_delay_s`, to the highest count desired during that wait. A scale-down
+first drains: the replicas leaving are reported in `draining` (no new traffic) and
+stay in `targets` for `drain_s`; if demand returns meanwhile they serve again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import LinearConstraint, milp
+
+from gateway.errors import ConfigError
+from router import queueing
+from router.clock import Clock
+from router.cloud import CloudSpec
+from router.demand import DemandModel
+from router.forecast import Forecaster, ForecasterSettings
+
+logger = logging.getLogger(__name__)
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class AutoscalerSettings:
+    """Targets, delays and safety margins of the autoscaler."""
+
+    slo_ms: float = 200.0
+    quantile: float = 0.95
+    decision_interval_s: float = 30.0
+    provisioning_lead_s: float = 270.0
+    upscale_delay_s: float = 0.0
+    downscale_delay_s: float = 600.0
+    drain_s: float = 30.0
+    on_demand_floor_fraction: float = 0.0
+    on_demand_floor_replicas: int = 0
+    forecast_confidence: float = 0.95
+    demand_smoothing: float = 0.2
+    change_penalty_usd_per_hour: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.slo_ms <= 0:
+            raise ConfigError(f"autoscaler.slo_ms must be > 0, got {self.slo_ms}")
+        if not 0 < self.quantile < 1:
+            raise ConfigError(
+                f"autoscaler.quantile must be in (0, 1), got {self.quantile}"
+            )
+        if self.decision_interval_s <= 0:
+            raise ConfigError(
+                "autoscaler.decision_interval_s must be > 0, got "
+                f"{self.decision_interval_s}"
+            )
+        for name in (
+            "provisioning_lead_s",
+            "upscale_delay_s",
+            "downscale_delay_s",
+            "drain_s",
+            "on_demand_floor_replicas",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"autoscaler.{name} must be >= 0")
+        if not 0 <= self.on_demand_floor_fraction <= 1:
+            raise ConfigError(
+                "autoscaler.on_demand_floor_fraction must be in [0, 1], got "
+                f"{self.on_demand_floor_fraction}"
+            )
+        if not 0 < self.demand_smoothing <= 1:
+            raise ConfigError("autoscaler.demand_smoothing must be in (0, 1]")
+
+    @property
+    def slo_s(self) -> float:
+        return self.slo_ms / 1000.0
+
+    @property
+    def horizon_s(self) -> float:
+        """How far ahead a decision must see: provisioning lead + decision interval."""
+        return self.provisioning_lead_s + self.decision_interval_s
+
+
+def forecaster_settings(
+    settings: AutoscalerSettings, slot_s: float = 60.0, season_s: float | None = DAY_S
+) -> ForecasterSettings:
+    """Forecaster settings that fit and bound errors at this autoscaler's horizon."""
+    return ForecasterSettings(
+        slot_s=slot_s,
+        season_s=season_s,
+        fit_horizon_s=settings.horizon_s,
+        confidence=settings.forecast_confidence,
+    )
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    """What each cloud should run now, and why.
+
+    `targets` counts every replica to keep, draining ones included; `draining` of
+    them take no new traffic and go once drained, so serving = targets - draining.
+    `forecast_rps` and `upper_rps` are the peaks over the horizon; `desired` is the
+    optimiser's answer before the delays.
+    """
+
+    targets: dict[str, int]
+    forecast_rps: float
+    upper_rps: float
+    usd_per_hour: float
+    draining: dict[str, int] = field(default_factory=dict)
+    reason: str = "hold"
+    desired: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Drain:
+    replicas: int
+    since_s: float
+
+
+class Autoscaler:
+    """Chooses replicas per cloud from the forecast, capacity, prices and the SLO."""
+
+    def __init__(
+        self,
+        clouds: Sequence[CloudSpec],
+        demand: DemandModel,
+        forecaster: Forecaster,
+        settings: AutoscalerSettings,
+        clock: Clock,
+    ) -> None:
+        names = [c.name for c in clouds]
+        if not clouds or len(set(names)) != len(names):
+            raise ConfigError(f"autoscaler needs distinct cloud names, got {names}")
+        for cloud in clouds:
+            if cloud.accelerator not in demand.speeds:
+                raise ConfigError(
+                    f"cloud {cloud.name}: no capacity for accelerator "
+                    f"{cloud.accelerator!r}; known: {sorted(demand.speeds)}"
+                )
+        self.clouds = {c.name: c for c in clouds}
+        self.demand = demand
+        self.forecaster = forecaster
+        self.settings = settings
+        self._clock = clock
+        self._slot_s = forecaster.settings.slot_s
+        self._prices = {c.name: c.replica_usd_per_hour for c in clouds}
+        self._network_s = {c.name: 0.0 for c in clouds}
+
+        self._slot_index: int | None = None
+        self._slot_started_s = 0.0
+        self._slot_requests = self._slot_sequences = self._slot_tokens = 0
+        self._last_rate_rps: float | None = None
+        self._seq_per_request = demand.seq_per_request
+        self._tokens_per_seq: float | None = None
+
+        self._serving: dict[str, int] | None = None
+        self._drains: dict[str, _Drain] = {}
+        self._up_since_s: dict[str, float] = {}
+        self._down_since_s: dict[str, float] = {}
+        self._down_peak: dict[str, int] = {}
+
+    def set_price(self, cloud: str, usd_per_hour: float) -> None:
+        """Replace a cloud's replica price (live spot prices move)."""
+        self._check_cloud(cloud)
+        if usd_per_hour < 0:
+            raise ValueError(f"usd_per_hour must be >= 0, got {usd_per_hour}")
+        self._prices[cloud] = usd_per_hour
+
+    def set_network_s(self, cloud: str, rtt_s: float) -> None:
+        """Round trip to a cloud; it comes out of that cloud's queueing budget."""
+        self._check_cloud(cloud)
+        self._network_s[cloud] = max(0.0, rtt_s)
+
+    def observe(self, num_requests: int, num_sequences: int, num_tokens: int) -> None:
+        """Count traffic that arrived now (one request, or a batch of them)."""
+        self._roll_slots(self._clock())
+        self._slot_requests += num_requests
+        self._slot_sequences += num_sequences
+        self._slot_tokens += num_tokens
+
+    def capacity_rps(self, cloud: str, replicas: int) -> float:
+        """Request rate `replicas` replicas of `cloud` carry within the SLO now."""
+        self._check_cloud(cloud)
+        return self._capacity_table(cloud, replicas)[replicas]
+
+    def decide(self, running: Mapping[str, int]) -> ScaleDecision:
+        """Target replicas per cloud for now; call every decision interval."""
+        now_s = self._clock()
+        self._roll_slots(now_s)
+        if self._serving is None:
+            self._serving = {
+                name: min(max(running.get(name, 0), c.min_replicas), c.max_replicas)
+                for name, c in self.clouds.items()
+            }
+
+        forecast_rps, upper_rps = self._peak_forecast()
+        tables = {name: self._capacity_table(name) for name in self.clouds}
+        desired, notes = self._optimise(upper_rps, tables, self._serving)
+        reasons = self._apply_delays(desired, now_s)
+
+        targets = {
+            name: self._serving[name] + self._drain_count(name) for name in self.clouds
+        }
+        draining = {name: self._drain_count(name) for name in self.clouds}
+        usd_per_hour = sum(targets[n] * self._prices[n] for n in self.clouds)
+        reason = "+".join(notes + (reasons or ["hold"]))
+        decision = ScaleDecision(
+            targets=targets,
+            forecast_rps=forecast_rps,
+            upper_rps=upper_rps,
+            usd_per_hour=usd_per_hour,
+            draining=draining,
+            reason=reason,
+            desired=desired,
+        )
+        if reasons:
+            logger.info(
+                "event=scale_decision reason=%s targets=%s draining=%s upper_rps=%.2f "
+                "usd_per_hour=%.3f",
+                reason,
+                targets,
+                draining,
+                upper_rps,
+                usd_per_hour,
+            )
+        return decision
+
+    # Observation slots.
+
+    def _roll_slots(self, now_s: float) -> None:
+        """Close every slot that has ended and hand its rate to the forecaster."""
+        index = math.floor(now_s / self._slot_s)
+        if self._slot_index is None:
+            self._slot_index = index
+            self._slot_started_s = now_s
+            return
+        # After a long silence only the slots the forecaster still keeps matter.
+        oldest = index - self.forecaster.settings.history_slots
+        while self._slot_index < index:
+            if self._slot_index >= oldest:
+                self._close_slot(self._slot_index)
+            self._slot_index += 1
+            self._slot_started_s = self._slot_index * self._slot_s
+            self._slot_requests = self._slot_sequences = self._slot_tokens = 0
+
+    def _close_slot(self, index: int) -> None:
+        start_s = index * self._slot_s
+        # The first slot may have begun mid-way: divide by the time actually seen.
+        seen_s = start_s + self._slot_s - max(start_s, self._slot_started_s)
+        rate_rps = self._slot_requests / max(seen_s, 1e-9)
+        self.forecaster.observe(start_s, rate_rps)
+        self._last_rate_rps = rate_rps
+
+        weight = self.settings.demand_smoothing
+        if self._slot_requests and self._slot_sequences:
+            spr = self._slot_sequences / self._slot_requests
+            self._seq_per_request += weight * (spr - self._seq_per_request)
+            tps = self._slot_tokens / self._slot_sequences
+            if self._tokens_per_seq is None:
+                self._tokens_per_seq = tps
+            else:
+                self._tokens_per_seq += weight * (tps - self._tokens_per_seq)
+
+    # Forecast and capacity.
+
+    def _peak_forecast(self) -> tuple[float, float]:
+        horizon_s = self.settings.horizon_s
+        steps = max(1, math.ceil(horizon_s / self._slot_s - 1e-9))
+        mean_rps = upper_rps = 0.0
+        for k in range(1, steps + 1):
+            forecast = self.forecaster.forecast(min(k * self._slot_s, horizon_s))
+            mean_rps = max(mean_rps, forecast.mean_rps)
+            upper_rps = max(upper_rps, forecast.upper_rps)
+        if self._last_rate_rps is not None:
+            upper_rps = max(upper_rps, self._last_rate_rps)
+        return mean_rps, upper_rps
+
+    def _capacity_table(self, cloud: str, up_to: int | None = None) -> list[float]:
+        """Request rate carried within the SLO by 0, 1, ... replicas of `cloud`."""
+        spec = self.clouds[cloud]
+        settings = self.settings
+        mix = self.demand.length_mix
+        if self._tokens_per_seq is not None:
+            mix = mix.scaled_to_mean(self._tokens_per_seq)
+        point = self.demand.replica_capacity(
+            spec.accelerator, settings.slo_s, settings.quantile, mix
+        )
+        service_rate = point.seq_per_s / self._seq_per_request
+        budget_s = settings.slo_s - point.service_s - self._network_s[cloud]
+        last = spec.max_replicas if up_to is None else max(up_to, 0)
+        return [
+            queueing.max_arrival_rps(c, service_rate, budget_s, 1 - settings.quantile)
+            for c in range(last + 1)
+        ]
+
+    # Choice of counts.
+
+    def _optimise(
+        self,
+        rate_rps: float,
+        tables: Mapping[str, list[float]],
+        current: Mapping[str, int],
+    ) -> tuple[dict[str, int], list[str]]:
+        """Cheapest counts carrying `rate_rps`, relaxing what cannot be met."""
+        floor = self.settings.on_demand_floor_fraction
+        floor_replicas = self.settings.on_demand_floor_replicas
+        has_on_demand = any(not c.use_spot for c in self.clouds.values())
+        solution = self._solve(rate_rps, tables, current, floor, floor_replicas, False)
+        if solution is not None:
+            return solution, []
+        notes = []
+        if has_on_demand and (floor > 0 or floor_replicas > 0):
+            # Keep as much on-demand capacity as there is, and meet the rate.
+            solution = self._solve(rate_rps, tables, current, 0.0, 0, True)
+            if solution is not None:
+                return solution, ["on_demand_floor_relaxed"]
+            notes.append("on_demand_floor_relaxed")
+        logger.warning("event=demand_exceeds_max upper_rps=%.2f", rate_rps)
+        full = {name: c.max_replicas for name, c in self.clouds.items()}
+        return full, [*notes, "demand_exceeds_max"]
+
+    def _solve(
+        self,
+        rate_rps: float,
+        tables: Mapping[str, list[float]],
+        current: Mapping[str, int],
+        floor_fraction: float,
+        floor_replicas: int,
+        on_demand_at_max: bool,
+    ) -> dict[str, int] | None:
+        columns: list[tuple[str, int]] = []
+        for name, spec in self.clouds.items():
+            pinned = on_demand_at_max and not spec.use_spot
+            low = spec.max_replicas if pinned else spec.min_replicas
+            for count in range(low, spec.max_replicas + 1):
+                columns.append((name, count))
+        penalty = self.settings.change_penalty_usd_per_hour
+        cost = np.array(
+            [
+                count * self._prices[name] + penalty * abs(count - current[name])
+                for name, count in columns
+            ]
+        )
+        names = list(self.clouds)
+        one_per_cloud = np.array(
+            [[1.0 if name == n else 0.0 for name, _ in columns] for n in names]
+        )
+        capacity = np.array([tables[name][count] for name, count in columns])
+        on_demand = np.array(
+            [0.0 if self.clouds[name].use_spot else 1.0 for name, _ in columns]
+        )
+        counts = np.array([float(count) for _, count in columns])
+        constraints = [
+            LinearConstraint(one_per_cloud, 1.0, 1.0),
+            LinearConstraint(capacity[np.newaxis, :], rate_rps, np.inf),
+        ]
+        if floor_fraction > 0:
+            constraints.append(
+                LinearConstraint(
+                    (capacity * on_demand)[np.newaxis, :],
+                    floor_fraction * rate_rps,
+                    np.inf,
+                )
+            )
+        if floor_replicas > 0:
+            constraints.append(
+                LinearConstraint(
+                    (counts * on_demand)[np.newaxis, :], floor_replicas, np.inf
+                )
+            )
+        result = milp(
+            cost,
+            constraints=constraints,
+            integrality=np.ones(len(columns)),
+            bounds=(0, 1),
+        )
+        if not result.success or result.x is None:
+            return None
+        chosen = {}
+        for (name, count), value in zip(columns, result.x, strict=True):
+            if value > 0.5:
+                chosen[name] = count
+        return chosen
+
+    # Delays and draining.
+
+    def _apply_delays(self, desired: Mapping[str, int], now_s: float) -> list[str]:
+        """Move serving counts toward `desired` as the delays allow; say what moved."""
+        assert self._serving is not None
+        settings = self.settings
+        reasons: list[str] = []
+        for name in self.clouds:
+            serving = self._serving[name]
+            want = desired[name]
+            if want > serving:
+                self._down_since_s.pop(name, None)
+                self._down_peak.pop(name, None)
+                since_s = self._up_since_s.setdefault(name, now_s)
+                if now_s - since_s >= settings.upscale_delay_s:
+                    self._scale_up(name, want)
+                    self._up_since_s.pop(name, None)
+                    _add(reasons, "scale_up")
+                else:
+                    _add(reasons, "upscale_delay")
+            elif want < serving:
+                self._up_since_s.pop(name, None)
+                since_s = self._down_since_s.setdefault(name, now_s)
+                peak = max(self._down_peak.get(name, want), want)
+                self._down_peak[name] = peak
+                if now_s - since_s >= settings.downscale_delay_s:
+                    self._start_drain(name, peak, now_s)
+                    self._down_since_s.pop(name, None)
+                    self._down_peak.pop(name, None)
+                    _add(reasons, "drain")
+                else:
+                    _add(reasons, "downscale_delay")
+            else:
+                self._up_since_s.pop(name, None)
+                self._down_since_s.pop(name, None)
+                self._down_peak.pop(name, None)
+
+            drain = self._drains.get(name)
+            if drain is not None and now_s - drain.since_s >= settings.drain_s:
+                del self._drains[name]
+                _add(reasons, "scale_down")
+        return reasons
+
+    def _scale_up(self, cloud: str, want: int) -> None:
+        """Serve `want` replicas, taking back draining ones before adding new ones."""
+        assert self._serving is not None
+        drain = self._drains.get(cloud)
+        if drain is not None:
+            reused = min(drain.replicas, want - self._serving[cloud])
+            drain.replicas -= reused
+            if drain.replicas == 0:
+                del self._drains[cloud]
+        self._serving[cloud] = want
+
+    def _start_drain(self, cloud: str, keep: int, now_s: float) -> None:
+        assert self._serving is not None
+        leaving = self._serving[cloud] - keep
+        drain = self._drains.get(cloud)
+        # More replicas leaving restarts the wait, so the newest also get drain_s.
+        self._drains[cloud] = _Drain(leaving + (drain.replicas if drain else 0), now_s)
+        self._serving[cloud] = keep
+
+    def _drain_count(self, cloud: str) -> int:
+        drain = self._drains.get(cloud)
+        return drain.replicas if drain else 0
+
+    def _check_cloud(self, cloud: str) -> None:
+        if cloud not in self.clouds:
+            raise KeyError(f"unknown cloud {cloud!r}; known: {sorted(self.clouds)}")
+
+
+def _add(reasons: list[str], reason: str) -> None:
+    if reason not in reasons:
+        reasons.append(reason)
