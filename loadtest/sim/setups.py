@@ -1,0 +1,150 @@
+"""The setups compared: a routing policy plus an autoscaler, built over a scenario.
+
+"ours" is the product: the slo_cost router with the forecasting autoscaler. The
+baselines are Ray Serve's defaults (queue-length scaling, power-of-two routing), a
+SkyServe-like setup (QPS per replica, cheapest placement), and our autoscaler under
+latency-only or cost-only routing. Each setup is a name, a router policy and a
+factory for its scaler; the engines drive all of them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, runtime_checkable
+
+from loadtest.sim.baselines import (
+    QpsAutoscaler,
+    QpsSettings,
+    QueueLengthAutoscaler,
+    QueueLengthSettings,
+)
+from loadtest.sim.scenario import Scenario
+from router.autoscaler import Autoscaler, AutoscalerSettings, forecaster_settings
+from router.clock import Clock
+from router.cloud import CloudSpec
+from router.forecast import Forecaster
+
+
+class Scaler(Protocol):
+    """The shape of `router.autoscaler.Autoscaler` that the engines call."""
+
+    def observe(
+        self, num_requests: int, num_sequences: int, num_tokens: int
+    ) -> None: ...
+
+    def decide(self, running: Mapping[str, int]) -> Any:
+        """Returns an object with `targets: dict[str, int]`."""
+        ...
+
+
+@runtime_checkable
+class LoadAware(Protocol):
+    """A scaler that also reads each pool's ongoing requests (queued + running)."""
+
+    def observe_load(self, ongoing_requests: Mapping[str, float]) -> None: ...
+
+
+ScalerFactory = Callable[[Scenario, tuple[CloudSpec, ...], Clock], Scaler]
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    routing_policy: str
+    make_scaler: ScalerFactory
+    decision_interval_s: float
+
+    def pools(self, scenario: Scenario, metro: str) -> tuple[CloudSpec, ...]:
+        """The pools this setup deploys for a metro: all in reach by default."""
+        return scenario.deployments[metro]
+
+
+def _forecasting_scaler(interval_s: float) -> ScalerFactory:
+    def make(scenario: Scenario, pools: tuple[CloudSpec, ...], clock: Clock) -> Scaler:
+        settings = AutoscalerSettings(
+            slo_ms=scenario.slo_s * 1000,
+            quantile=scenario.quantile,
+            decision_interval_s=interval_s,
+            provisioning_lead_s=scenario.provisioning_s,
+        )
+        forecaster = Forecaster(forecaster_settings(settings), clock)
+        scaler = Autoscaler(pools, scenario.demand, forecaster, settings, clock)
+        for pool in pools:
+            scaler.set_network_s(pool.name, scenario.rtt_s[pool.name])
+        return scaler
+
+    return make
+
+
+def _queue_length_scaler(
+    scenario: Scenario, pools: tuple[CloudSpec, ...], clock: Clock
+) -> Scaler:
+    return QueueLengthAutoscaler(pools, QueueLengthSettings(), clock)
+
+
+def _qps_scaler(utilisation: float) -> ScalerFactory:
+    def make(scenario: Scenario, pools: tuple[CloudSpec, ...], clock: Clock) -> Scaler:
+        # SkyServe users set a QPS per replica; take the cheapest replica's
+        # throughput at a fixed utilisation, the usual rule of thumb.
+        cheapest = min(pools, key=lambda p: (p.replica_usd_per_hour, p.name))
+        seq_per_s = scenario.capacity_seq_per_s[scenario.base_of[cheapest.name]]
+        target = utilisation * seq_per_s / scenario.seq_per_request
+        return QpsAutoscaler(pools, QpsSettings(target_qps_per_replica=target), clock)
+
+    return make
+
+
+@dataclass(frozen=True)
+class RayServeSetup(Setup):
+    """Ray Serve defaults, deployed per metro on its cheapest spot and cheapest
+    on-demand pool in reach, one replica minimum each (spot with a fallback)."""
+
+    def pools(self, scenario: Scenario, metro: str) -> tuple[CloudSpec, ...]:
+        pools = scenario.deployments[metro]
+        chosen = []
+        for spot in (True, False):
+            kind = [p for p in pools if p.use_spot == spot]
+            if kind:
+                best = min(kind, key=lambda p: (p.replica_usd_per_hour, p.name))
+                chosen.append(replace(best, min_replicas=1))
+        return tuple(chosen)
+
+
+@dataclass(frozen=True)
+class SkyServeSetup(Setup):
+    """SkyServe-like: every pool in reach, at least one replica overall."""
+
+
+DECISION_INTERVAL_S = 30.0
+
+SETUPS: dict[str, Setup] = {
+    s.name: s
+    for s in (
+        Setup(
+            "ours",
+            "slo_cost",
+            _forecasting_scaler(DECISION_INTERVAL_S),
+            DECISION_INTERVAL_S,
+        ),
+        RayServeSetup(
+            "ray_serve_default",
+            "p2c_queue",
+            _queue_length_scaler,
+            QueueLengthSettings().decision_interval_s,
+        ),
+        SkyServeSetup("skyserve_like", "p2c_queue", _qps_scaler(0.7), 20.0),
+        Setup(
+            "latency_only",
+            "least_latency",
+            _forecasting_scaler(DECISION_INTERVAL_S),
+            DECISION_INTERVAL_S,
+        ),
+        Setup(
+            "cost_only",
+            "cheapest_first",
+            _forecasting_scaler(DECISION_INTERVAL_S),
+            DECISION_INTERVAL_S,
+        ),
+    )
+}
