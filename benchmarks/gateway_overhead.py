@@ -1,0 +1,405 @@
+"""What the gateway costs: added latency and saturation throughput vs the bare runtime.
+
+Side by side in one run, on the same machine and the same fine-tuned demo model:
+
+* direct: the runtime called in this process, one short text at a time (latency),
+  and in batches of 1..64 (its best throughput);
+* gateway: a real local Ray Serve deployment (one cloud, no emulation) reached over
+  HTTP (OIP v2 JSON) and gRPC (OIP v2, raw contents), one request at a time
+  (latency), then many at once for a fixed time (saturation), with 1 and 16 texts
+  per request.
+
+Added latency = gateway percentile - direct percentile. Saturation ratio = texts/s
+through the gateway / the runtime's best batched texts/s. Writes
+benchmarks/results/gateway_overhead.json and .md, and prints the table.
+
+    python benchmarks/gateway_overhead.py [--requests 1000] [--saturation-s 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shlex
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+SHORT_TEXT = "Hi, my card was declined at the shop today."
+BATCH_SIZES = (1, 4, 8, 16, 32, 64)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile_ms(samples_s: list[float], q: float) -> float:
+    ordered = sorted(samples_s)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index] * 1000.0
+
+
+def summarize(samples_s: list[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile_ms(samples_s, 0.50), 3),
+        "p99_ms": round(percentile_ms(samples_s, 0.99), 3),
+        "mean_ms": round(statistics.fmean(samples_s) * 1000.0, 3),
+        "n": len(samples_s),
+    }
+
+
+def measure_direct(
+    model_dir: Path, threads: int, requests: int, batch_s: float
+) -> dict:
+    from replicas.runtime import load_runtime
+
+    runtime = load_runtime(model_dir, num_threads=threads)
+    for _ in range(20):
+        runtime.classify([SHORT_TEXT])
+    latencies = []
+    for _ in range(requests):
+        start = time.perf_counter()
+        runtime.classify([SHORT_TEXT])
+        latencies.append(time.perf_counter() - start)
+
+    throughput = {}
+    for batch in BATCH_SIZES:
+        texts = [SHORT_TEXT] * batch
+        runtime.classify(texts)
+        done, start = 0, time.perf_counter()
+        while time.perf_counter() - start < batch_s:
+            runtime.classify(texts, max_batch_size=batch)
+            done += batch
+        throughput[str(batch)] = round(done / (time.perf_counter() - start), 1)
+    return {
+        "latency_1text": summarize(latencies),
+        "seq_per_s_by_batch": throughput,
+        "best_seq_per_s": max(throughput.values()),
+    }
+
+
+def gateway_config(
+    model_dir: Path, threads: int, http_port: int, grpc_port: int
+) -> dict:
+    return {
+        "app_name": "bertgw-bench",
+        "models": [
+            {
+                "name": "demo-intents",
+                "checkpoint": str(model_dir),
+                "num_threads": threads,
+                "max_batch_size": 64,
+                # The ingress coalesces concurrent requests already; a replica that
+                # waited for more would only add latency to a lone request.
+                "max_batch_wait_ms": 0,
+                "max_texts_per_request": 64,
+            }
+        ],
+        "clouds": [
+            {
+                "name": "local",
+                "provider": "local",
+                "region": "local",
+                "accelerator": "cpu",
+                "on_demand_usd_per_hour": 0.1,
+                "min_replicas": 1,
+                "max_replicas": 1,
+                "placement": "cloud_local",
+                "replica_num_cpus": 1,
+            }
+        ],
+        "slo": {"latency_ms": 10_000},
+        "http": {"port": http_port},
+        "grpc": {"port": grpc_port},
+        "admission": {
+            "max_queued_texts_per_cloud": 100_000,
+            "max_predicted_wait_slo_fraction": 10,
+            "max_ongoing_requests_per_replica": 16,
+            "max_queued_requests_per_replica": 1024,
+        },
+        "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 2000},
+    }
+
+
+def sequential_http(url: str, requests: int) -> list[float]:
+    import httpx
+
+    doc = {
+        "inputs": [
+            {"name": "t", "datatype": "BYTES", "shape": [1], "data": [SHORT_TEXT]}
+        ]
+    }
+    body = json.dumps(doc).encode()
+    latencies = []
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(50):
+            client.post("/v2/models/demo-intents/infer", content=body)
+        for _ in range(requests):
+            start = time.perf_counter()
+            response = client.post("/v2/models/demo-intents/infer", content=body)
+            latencies.append(time.perf_counter() - start)
+            assert response.status_code == 200, response.text
+    return latencies
+
+
+def grpc_request(num_texts: int) -> Any:
+    from gateway.protocol import encode_bytes_tensor
+    from protos import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name="demo-intents")
+    request.inputs.add(name="text", datatype="BYTES", shape=[num_texts])
+    request.raw_input_contents.append(
+        encode_bytes_tensor([SHORT_TEXT.encode()] * num_texts)
+    )
+    return request
+
+
+def sequential_grpc(target: str, requests: int) -> list[float]:
+    import grpc
+
+    from protos import inference_pb2_grpc as pb_grpc
+
+    request = grpc_request(1)
+    latencies = []
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(50):
+            stub.ModelInfer(request, timeout=30)
+        for _ in range(requests):
+            start = time.perf_counter()
+            stub.ModelInfer(request, timeout=30)
+            latencies.append(time.perf_counter() - start)
+    return latencies
+
+
+async def saturate_grpc(
+    target: str, num_texts: int, concurrency: int, duration_s: float
+) -> dict[str, float]:
+    """Closed loop: `concurrency` callers each send back to back for `duration_s`."""
+    import grpc
+
+    from protos import inference_pb2_grpc as pb_grpc
+
+    request = grpc_request(num_texts)
+    counts = {"ok": 0, "failed": 0}
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(10):
+            await stub.ModelInfer(request, timeout=30)
+        stop_s = time.perf_counter() + duration_s
+
+        async def caller() -> None:
+            while time.perf_counter() < stop_s:
+                try:
+                    await stub.ModelInfer(request, timeout=30)
+                    counts["ok"] += 1
+                except grpc.aio.AioRpcError:
+                    counts["failed"] += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed_s = time.perf_counter() - start
+    return {
+        "requests_per_s": round(counts["ok"] / elapsed_s, 1),
+        "texts_per_s": round(counts["ok"] * num_texts / elapsed_s, 1),
+        "failed": counts["failed"],
+        "concurrency": concurrency,
+        "duration_s": round(elapsed_s, 2),
+    }
+
+
+# Serve's own defaults for the knobs that gateway.serve.SERVE_TUNING_ENV changes.
+SERVE_DEFAULT_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
+    "RAY_SERVE_LOG_TO_STDERR": "1",
+}
+
+
+def measure_gateway(model_dir: Path, args: argparse.Namespace, env: dict) -> dict:
+    """One gateway run; `env` is set before Ray starts so every process sees it."""
+    import ray
+    from ray import serve
+
+    from gateway.app import build_app, start_serve
+    from gateway.config import parse_config
+    from gateway.serve import start_ray, wait_ready
+
+    config = parse_config(
+        gateway_config(model_dir, args.threads, free_port(), free_port())
+    )
+    os.environ.update(env)
+    start_ray(config)
+    try:
+        start_serve(config)
+        handle = serve.run(build_app(config), name=config.app_name, route_prefix="/")
+        if not wait_ready(handle, timeout_s=300):
+            raise RuntimeError("gateway did not become ready")
+        url = f"http://127.0.0.1:{config.http.port}"
+        target = f"127.0.0.1:{config.grpc.port}"
+        result: dict[str, Any] = {
+            "http_latency_1text": summarize(sequential_http(url, args.requests)),
+            "grpc_latency_1text": summarize(sequential_grpc(target, args.requests)),
+        }
+        for num_texts, concurrency in (
+            (1, args.concurrency_1text),
+            (16, args.concurrency_16text),
+        ):
+            result[f"grpc_saturation_{num_texts}text"] = asyncio.run(
+                saturate_grpc(target, num_texts, concurrency, args.saturation_s)
+            )
+        return result
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _pair(a: float, b: float) -> str:
+    return f"{a:.2f} / {b:.2f}"
+
+
+def table(report: dict) -> str:
+    d, g = report["direct"], report["gateway"]
+    d_lat, h_lat, g_lat = (
+        d["latency_1text"],
+        g["http_latency_1text"],
+        g["grpc_latency_1text"],
+    )
+    rows = [
+        (
+            "direct runtime, 1 text, p50 / p99 ms",
+            _pair(d_lat["p50_ms"], d_lat["p99_ms"]),
+        ),
+        ("gateway HTTP, 1 text, p50 / p99 ms", _pair(h_lat["p50_ms"], h_lat["p99_ms"])),
+        ("gateway gRPC, 1 text, p50 / p99 ms", _pair(g_lat["p50_ms"], g_lat["p99_ms"])),
+    ]
+    for proto in ("http", "grpc"):
+        added = report[proto]
+        rows.append(
+            (
+                f"{proto.upper()} added p50 / p99 ms (goal p50 <= 3)",
+                _pair(added["added_p50_ms"], added["added_p99_ms"]),
+            )
+        )
+    rows.append(("runtime best batched texts/s", f"{d['best_seq_per_s']:.0f}"))
+    for num_texts, goal in ((1, 0.6), (16, 0.85)):
+        sat = g[f"grpc_saturation_{num_texts}text"]
+        rows.append(
+            (
+                f"gateway texts/s, {num_texts} text(s)/request (gRPC)",
+                f"{sat['texts_per_s']:.0f}",
+            )
+        )
+        ratio = report[f"saturation_ratio_{num_texts}text"]
+        rows.append(
+            (f"saturation ratio, {num_texts} text(s) (goal >= {goal})", f"{ratio:.2f}")
+        )
+    lines = ["| measure | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += [
+        "",
+        f"Serve settings compared (headline above: {report['gateway_variant']}):",
+        "",
+        "| Serve settings | HTTP p50 ms | gRPC p50 ms | texts/s 1 text | "
+        "texts/s 16 texts |",
+        "|---|---|---|---|---|",
+    ]
+    for name, run in report["gateway_variants"].items():
+        lines.append(
+            f"| {name} | {run['http_latency_1text']['p50_ms']:.2f} | "
+            f"{run['grpc_latency_1text']['p50_ms']:.2f} | "
+            f"{run['grpc_saturation_1text']['texts_per_s']:.0f} | "
+            f"{run['grpc_saturation_16text']['texts_per_s']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--batch-s", type=float, default=3.0)
+    parser.add_argument("--saturation-s", type=float, default=15.0)
+    parser.add_argument("--concurrency-1text", type=int, default=64)
+    parser.add_argument("--concurrency-16text", type=int, default=16)
+    parser.add_argument(
+        "--variants",
+        type=lambda v: v.split(","),
+        default=["serve_defaults", "tuned"],
+        help="Serve settings to measure: serve_defaults, tuned (comma-separated)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / "gateway_overhead.json"
+    )
+    args = parser.parse_args(argv)
+
+    from gateway.serve import offline_env
+    from replicas.finetune import DEMO_MODEL_DIR, ensure_demo_model
+
+    offline_env()
+    model_dir = ensure_demo_model(DEMO_MODEL_DIR)
+    from gateway.serve import SERVE_TUNING_ENV
+
+    direct = measure_direct(model_dir, args.threads, args.requests, args.batch_s)
+    variants = {"serve_defaults": SERVE_DEFAULT_ENV, "tuned": SERVE_TUNING_ENV}
+    runs = {
+        name: measure_gateway(model_dir, args, variants[name]) for name in args.variants
+    }
+    # The headline figures are the gateway as shipped (tuned, when measured).
+    shipped = "tuned" if "tuned" in runs else args.variants[0]
+    gateway = runs[shipped]
+
+    d_lat = direct["latency_1text"]
+    report: dict[str, Any] = {
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "model": "demo-intents",
+        "text": SHORT_TEXT,
+        "threads": args.threads,
+        "direct": direct,
+        "gateway_variant": shipped,
+        "gateway": gateway,
+        "gateway_variants": {
+            name: {"env": variants[name], **run} for name, run in runs.items()
+        },
+    }
+    for proto in ("http", "grpc"):
+        g_lat = gateway[f"{proto}_latency_1text"]
+        report[proto] = {
+            "added_p50_ms": round(g_lat["p50_ms"] - d_lat["p50_ms"], 3),
+            "added_p99_ms": round(g_lat["p99_ms"] - d_lat["p99_ms"], 3),
+        }
+    best = direct["best_seq_per_s"]
+    for num_texts in (1, 16):
+        texts_per_s = gateway[f"grpc_saturation_{num_texts}text"]["texts_per_s"]
+        report[f"saturation_ratio_{num_texts}text"] = round(texts_per_s / best, 3)
+
+    markdown = table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(
+        "# Gateway overhead\n\n" + markdown + f"\nCommand: `{report['command']}`\n"
+    )
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

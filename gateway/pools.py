@@ -1,0 +1,286 @@
+"""Replica pools: where the ingress sends texts for one cloud, whatever that cloud is.
+
+A `ReplicaPool` is the only thing the dispatcher and the router know of a cloud's
+replicas. Today's pool is a Ray Serve deployment handle per model (`ServePool`); a
+pool that forwards to a remote Serve cluster over gRPC would implement the same
+protocol, and the emulation wrapper (gateway/emulation.py) does too.
+
+`ServePool` coalesces: concurrent requests for one model wait in one queue, and a
+single handle call carries as many of their texts as fit in one replica batch. An
+idle pool sends a lone request at once, so coalescing adds no wait at low load and
+saves one actor call per request at high load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.errors import Overloaded
+from gateway.protocol import TextResult
+from gateway.replica import ReplicaReply
+
+logger = logging.getLogger(__name__)
+
+
+class PoolUnavailable(Exception):
+    """The pool could not answer (replica died, outage, bad reply); try elsewhere."""
+
+
+@dataclass(frozen=True)
+class PoolReply:
+    """One request's answers from a pool, with the pool's own timings."""
+
+    results: tuple[TextResult, ...]
+    labels: tuple[str, ...]
+    # Time inside the replicas: queue wait + compute (+ an emulated accelerator cap).
+    service_s: float
+    queue_wait_s: float
+    batch_texts: int
+    compute_s: float
+    # Extra time the pool knows it spent on the network (emulated RTT).
+    network_s: float = 0.0
+
+
+class ReplicaPool(Protocol):
+    """One cloud's replicas of every model, as the dispatcher sees them."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def classify(
+        self, model: str, texts: Sequence[str], *, return_probabilities: bool = False
+    ) -> PoolReply:
+        """Raises PoolUnavailable when this cloud cannot answer, Overloaded when it
+        refuses for load."""
+        ...
+
+    async def check(self, model: str) -> PoolReply | None:
+        """A real classification of one short text; its reply, None if it failed."""
+        ...
+
+    def running_replicas(self) -> int | None:
+        """Replicas known to be running, None when the pool cannot tell."""
+        ...
+
+    def set_running_replicas(self, count: int) -> None: ...
+
+
+CallReplica = Callable[[list[str], bool], Awaitable[list[ReplicaReply]]]
+
+
+@dataclass
+class _Waiter:
+    texts: list[str]
+    return_probabilities: bool
+    future: asyncio.Future[PoolReply] = field(repr=False)
+
+
+class _Coalescer:
+    """Merges queued requests of one model into replica calls of <= max_texts."""
+
+    def __init__(self, call: CallReplica, max_texts: int, max_in_flight: int) -> None:
+        self._call = call
+        self._max_texts = max_texts
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._queue: deque[_Waiter] = deque()
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def set_max_in_flight(self, value: int) -> None:
+        self._max_in_flight = max(1, value)
+        self._pump()
+
+    async def submit(self, texts: list[str], return_probabilities: bool) -> PoolReply:
+        future: asyncio.Future[PoolReply] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(texts, return_probabilities, future)
+        self._queue.append(waiter)
+        self._pump()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # A caller that gave up leaves the queue; one already sent just returns.
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            raise
+
+    def _pump(self) -> None:
+        while self._queue and self._in_flight < self._max_in_flight:
+            group = [self._queue.popleft()]
+            size = len(group[0].texts)
+            while self._queue and size + len(self._queue[0].texts) <= self._max_texts:
+                size += len(self._queue[0].texts)
+                group.append(self._queue.popleft())
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(group))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    def fail_all(self, exc: Exception) -> None:
+        """Fails every queued and in-flight request, e.g. when no replica is left."""
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+        for task in list(self._sending):
+            task.cancel()
+
+    async def _send(self, group: list[_Waiter]) -> None:
+        try:
+            flat = [t for w in group for t in w.texts]
+            want_probs = any(w.return_probabilities for w in group)
+            try:
+                replies = await self._call(flat, want_probs)
+                merged = _merge(replies, len(flat))
+            except (Exception, asyncio.CancelledError) as exc:
+                # Handed to every waiter; a cancelled call means the pool lost its
+                # replicas (fail_all), so the waiters may retry elsewhere.
+                if isinstance(exc, asyncio.CancelledError):
+                    exc = PoolUnavailable("replica call abandoned: no replica running")
+                for w in group:
+                    if not w.future.done():
+                        w.future.set_exception(exc)
+                return
+            offset = 0
+            for w in group:
+                own = merged.results[offset : offset + len(w.texts)]
+                offset += len(w.texts)
+                if not w.return_probabilities:
+                    own = tuple(_without_probs(r) for r in own)
+                if not w.future.done():
+                    w.future.set_result(
+                        PoolReply(
+                            results=own,
+                            labels=merged.labels,
+                            service_s=merged.service_s,
+                            queue_wait_s=merged.queue_wait_s,
+                            batch_texts=merged.batch_texts,
+                            compute_s=merged.compute_s,
+                        )
+                    )
+        finally:
+            self._in_flight -= 1
+            self._pump()
+
+
+def _without_probs(result: TextResult) -> TextResult:
+    if result.probabilities is None:
+        return result
+    return TextResult(
+        result.label, result.score, result.truncated, result.num_tokens, None
+    )
+
+
+def _merge(replies: Sequence[ReplicaReply], expected: int) -> PoolReply:
+    """Joins the per-chunk replies of one call; a short or failed reply is an error."""
+    errors = [r.error for r in replies if r.error]
+    if errors:
+        raise PoolUnavailable(errors[0])
+    results = tuple(x for r in replies for x in r.results)
+    if len(results) != expected:
+        raise PoolUnavailable(f"replica answered {len(results)} of {expected} texts")
+    return PoolReply(
+        results=results,
+        labels=replies[0].labels,
+        service_s=max(r.service_s for r in replies),
+        queue_wait_s=max(r.queue_wait_s for r in replies),
+        batch_texts=max(r.batch_texts for r in replies),
+        compute_s=max(r.compute_s for r in replies),
+    )
+
+
+def _is_backpressure(exc: BaseException) -> bool:
+    from ray.serve.exceptions import BackPressureError
+
+    return isinstance(exc, BackPressureError)
+
+
+class ServePool:
+    """A cloud's replicas as Ray Serve deployment handles, one per model."""
+
+    def __init__(
+        self,
+        cloud: str,
+        handles: dict[str, Any],
+        max_batch_texts: dict[str, int],
+        *,
+        calls_in_flight_per_replica: int = 2,
+        initial_replicas: int = 1,
+    ) -> None:
+        self._cloud = cloud
+        self._handles = handles
+        self._per_replica = calls_in_flight_per_replica
+        self._replicas: int | None = None
+        self._coalescers = {
+            model: _Coalescer(
+                self._caller(model),
+                max_texts=max_batch_texts[model],
+                max_in_flight=calls_in_flight_per_replica * max(1, initial_replicas),
+            )
+            for model in handles
+        }
+
+    @property
+    def name(self) -> str:
+        return self._cloud
+
+    def _caller(self, model: str) -> CallReplica:
+        handle = self._handles[model]
+
+        async def call(texts: list[str], want_probs: bool) -> list[ReplicaReply]:
+            try:
+                return await handle.classify.remote(texts, want_probs)
+            except Exception as exc:
+                if _is_backpressure(exc):
+                    raise Overloaded(
+                        f"cloud {self._cloud}: replica queues are full"
+                    ) from None
+                logger.warning(
+                    "event=pool_call_failed cloud=%s model=%s error=%s",
+                    self._cloud,
+                    model,
+                    type(exc).__name__,
+                )
+                raise PoolUnavailable(
+                    f"cloud {self._cloud}: {type(exc).__name__}"
+                ) from None
+
+        return call
+
+    async def classify(
+        self, model: str, texts: Sequence[str], *, return_probabilities: bool = False
+    ) -> PoolReply:
+        coalescer = self._coalescers.get(model)
+        if coalescer is None:
+            raise PoolUnavailable(f"cloud {self._cloud} does not serve model {model}")
+        if self._replicas == 0:
+            # Serve would hold the call until a replica comes back; fail it now so
+            # the dispatcher can send it elsewhere.
+            raise PoolUnavailable(f"cloud {self._cloud} has no running replica")
+        return await coalescer.submit(list(texts), return_probabilities)
+
+    async def check(self, model: str) -> PoolReply | None:
+        try:
+            reply = await self.classify(model, ["readiness check"])
+        except (PoolUnavailable, Overloaded):
+            return None
+        return reply if len(reply.results) == 1 else None
+
+    def running_replicas(self) -> int | None:
+        return self._replicas
+
+    def set_running_replicas(self, count: int) -> None:
+        lost = count == 0 and self._replicas != 0
+        self._replicas = count
+        for coalescer in self._coalescers.values():
+            if lost:
+                coalescer.fail_all(
+                    PoolUnavailable(f"cloud {self._cloud} lost its replicas")
+                )
+            coalescer.set_max_in_flight(self._per_replica * max(1, count))
+        if lost:
+            logger.warning("event=pool_lost_replicas cloud=%s", self._cloud)

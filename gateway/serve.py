@@ -1,0 +1,184 @@
+"""`bertgw serve --config FILE`: start the gateway and keep it up until told to stop.
+
+Without `--address` it starts a one-node Ray cluster on 127.0.0.1 whose node carries
+every cloud's placement resource, so per-cloud pinning works on one machine. With
+`--address` it joins a running cluster whose nodes were started with their cloud's
+resource (see configs/cluster.yaml). SIGINT or SIGTERM drains: the ingress refuses
+new requests (503), the ones in flight finish, then Serve and Ray stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from gateway.config import GatewayConfig, load_config
+from gateway.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Each cloud's node advertises this many units; a replica takes 0.001 of one.
+PLACEMENT_RESOURCE_UNITS = 1000.0
+DRAIN_POLL_S = 0.1
+
+
+# Serve's lower-overhead settings (a subset of its RAY_SERVE_THROUGHPUT_OPTIMIZED
+# mode, without direct ingress): user code and the handle router on the replica's
+# main event loop instead of extra threads, request logs buffered, logs not copied to
+# stderr. Set before Ray starts, so every Serve process inherits them; values already
+# in the environment win. benchmarks/gateway_overhead.py measures both.
+SERVE_TUNING_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
+
+
+def placement_resources(config: GatewayConfig) -> dict[str, float]:
+    return {c.placement: PLACEMENT_RESOURCE_UNITS for c in config.clouds}
+
+
+def offline_env() -> None:
+    """Replicas load checkpoints from disk only; nothing may reach a model hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def start_ray(
+    config: GatewayConfig, address: str | None = None, num_cpus: float | None = None
+) -> None:
+    """Joins `address`, or starts a local loopback node with every cloud's resource."""
+    import ray
+
+    from gateway.app import grpc_env
+
+    offline_env()
+    for key, value in {**SERVE_TUNING_ENV, **grpc_env(config)}.items():
+        os.environ.setdefault(key, value)
+    if address is not None:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        return
+    kwargs: dict[str, Any] = {}
+    if num_cpus is not None:
+        kwargs["num_cpus"] = num_cpus
+    # address="local": always a new node, never one that another program started.
+    ray.init(
+        address="local",
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        resources=placement_resources(config),
+        log_to_driver=False,
+        **kwargs,
+    )
+
+
+def wait_ready(handle: Any, timeout_s: float) -> bool:
+    """Polls the ingress until every model answers, for at most `timeout_s`."""
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        if handle.is_ready.remote().result(timeout_s=30):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def drain(handle: Any, timeout_s: float) -> int:
+    """Stops new requests and waits for in-flight ones; returns those left over."""
+    left = handle.drain.remote().result(timeout_s=30)
+    deadline_s = time.monotonic() + timeout_s
+    while left > 0 and time.monotonic() < deadline_s:
+        time.sleep(DRAIN_POLL_S)
+        left = handle.in_flight.remote().result(timeout_s=30)
+    return left
+
+
+def shutdown(handle: Any | None, drain_timeout_s: float) -> int:
+    """Drains the ingress, then stops Serve and Ray; returns requests cut off."""
+    import ray
+    from ray import serve
+
+    left = 0
+    if handle is not None:
+        try:
+            left = drain(handle, drain_timeout_s)
+        except Exception:  # noqa: BLE001 - stopping anyway; say why
+            logger.exception("event=drain_failed")
+    serve.shutdown()
+    ray.shutdown()
+    logger.info("event=stopped cut_off_requests=%d", left)
+    return left
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="deployment YAML")
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: start a local node on 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--num-cpus",
+        type=float,
+        default=None,
+        help="CPUs the local node offers (default: this machine's cores)",
+    )
+    parser.add_argument(
+        "--ready-timeout-s",
+        type=float,
+        default=600.0,
+        help="how long to wait for every model to answer before giving up",
+    )
+    parser.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=30.0,
+        help="how long in-flight requests may take to finish on shutdown",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"bertgw serve: {exc.message}")
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        logger.info("event=signal signum=%d", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    from gateway.app import deploy
+
+    start_ray(config, args.address, args.num_cpus)
+    handle = None
+    try:
+        handle = deploy(config)
+        ready = wait_ready(handle, args.ready_timeout_s)
+        http = f"http://{config.http.host}:{config.http.port}"
+        print(f"bertgw: HTTP  {http}/v2  (OIP v2), {http}/v1/classify, {http}/metrics")
+        if config.grpc.enabled:
+            print(f"bertgw: gRPC  {config.http.host}:{config.grpc.port}")
+        print(f"bertgw: models {', '.join(config.model_names)}; ready={ready}")
+        print("bertgw: Ctrl-C drains and stops", flush=True)
+        if not ready:
+            return 1
+        # Bounded only by the operator: the wait ends on SIGINT or SIGTERM.
+        while not stop.wait(timeout=1.0):
+            pass
+        return 0
+    finally:
+        left = shutdown(handle, args.drain_timeout_s)
+        print(f"bertgw: stopped ({left} request(s) cut off)", flush=True)
