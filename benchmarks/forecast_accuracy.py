@@ -4,7 +4,9 @@ For every trace in ../shared/data/traces the rate per slot is replayed into the
 forecaster online; after each slot both methods forecast the slot `horizon_s` ahead
 (the autoscaler's provisioning lead plus decision interval), and the errors are
 scored when that slot arrives. Both are scored on the same slots, after the same
-warm-up. Writes benchmarks/results/forecast_accuracy.{json,md}.
+warm-up. Beside them, on the same slots: the Holt-Winters member alone (no online
+combination with the last value) and the same forecaster fitted on rates instead
+of their logs. Writes benchmarks/results/forecast_accuracy.{json,md}.
 
     python benchmarks/forecast_accuracy.py [--data-dir DIR] [--traces NAME ...]
 """
@@ -123,13 +125,16 @@ def evaluate(spec: TraceSpec, data_dir: Path, settings: AutoscalerSettings) -> d
     forecaster = Forecaster(f_settings, clock)
     # The same model fitted on rates instead of their logs, for comparison.
     linear = Forecaster(replace(f_settings, log_scale=False), clock)
+    # The Holt-Winters member alone, without the combination with the last value.
+    alone = Forecaster(replace(f_settings, combine_with_last_value=False), clock)
     steps = f_settings.fit_horizon_slots
 
     first = min(rates)
     ours: dict[int, tuple[float, float]] = {}
     naive: dict[int, float] = {}
     linear_mean: dict[int, float] = {}
-    abs_pct, naive_abs_pct, linear_abs_pct = [], [], []
+    alone_mean: dict[int, float] = {}
+    abs_pct, naive_abs_pct, linear_abs_pct, alone_abs_pct = [], [], [], []
     abs_err = naive_abs_err = actual_sum = 0.0
     covered = zero_skipped = 0
     upper_over_actual = []
@@ -142,6 +147,7 @@ def evaluate(spec: TraceSpec, data_dir: Path, settings: AutoscalerSettings) -> d
                 abs_pct.append(abs(actual - mean) / actual)
                 naive_abs_pct.append(abs(actual - naive[index]) / actual)
                 linear_abs_pct.append(abs(actual - linear_mean[index]) / actual)
+                alone_abs_pct.append(abs(actual - alone_mean[index]) / actual)
                 abs_err += abs(actual - mean)
                 naive_abs_err += abs(actual - naive[index])
                 actual_sum += actual
@@ -152,15 +158,18 @@ def evaluate(spec: TraceSpec, data_dir: Path, settings: AutoscalerSettings) -> d
         ours.pop(index, None)
         naive.pop(index, None)
         linear_mean.pop(index, None)
+        alone_mean.pop(index, None)
 
         forecaster.observe(index * spec.slot_s, actual)
         linear.observe(index * spec.slot_s, actual)
+        alone.observe(index * spec.slot_s, actual)
         # Now is the end of this slot; ask for the slot horizon_s ahead.
         clock.set((index + 1) * spec.slot_s)
         forecast = forecaster.forecast(horizon_s)
         ours[index + steps] = (forecast.mean_rps, forecast.upper_rps)
         naive[index + steps] = actual
         linear_mean[index + steps] = linear.forecast(horizon_s).mean_rps
+        alone_mean[index + steps] = alone.forecast(horizon_s).mean_rps
     elapsed_s = time.perf_counter() - started
 
     n = len(abs_pct)
@@ -179,6 +188,7 @@ def evaluate(spec: TraceSpec, data_dir: Path, settings: AutoscalerSettings) -> d
         "mape": 100 * sum(abs_pct) / n,
         "naive_mape": 100 * sum(naive_abs_pct) / n,
         "linear_scale_mape": 100 * sum(linear_abs_pct) / n,
+        "holt_winters_only_mape": 100 * sum(alone_abs_pct) / n,
         "median_ape": 100 * _median(abs_pct),
         "naive_median_ape": 100 * _median(naive_abs_pct),
         "wape": 100 * abs_err / actual_sum,
@@ -186,6 +196,7 @@ def evaluate(spec: TraceSpec, data_dir: Path, settings: AutoscalerSettings) -> d
         "upper_coverage": covered / n,
         "median_upper_over_actual": _median(upper_over_actual),
         "final_params": None if params is None else vars(params),
+        "final_holt_winters_weight": forecaster.holt_winters_weight,
         "beats_naive": sum(abs_pct) < sum(naive_abs_pct),
         "seconds": elapsed_s,
     }
@@ -205,15 +216,17 @@ def markdown(results: list[dict], settings: AutoscalerSettings) -> str:
         f"{settings.forecast_confidence}.",
         "",
         "| trace | slot (s) | scored slots | MAPE % | naive MAPE % "
-        "| linear-scale MAPE % | median APE % | naive median APE % | WAPE % "
-        "| naive WAPE % | upper coverage | median upper/actual |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Holt-Winters only MAPE % | linear-scale MAPE % | median APE % "
+        "| naive median APE % | WAPE % | naive WAPE % | upper coverage "
+        "| median upper/actual |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['trace']} | {r['slot_s']:.0f} | {r['scored_slots']} "
             f"| {r['mape']:.2f} | {r['naive_mape']:.2f} "
-            f"| {r['linear_scale_mape']:.2f} | {r['median_ape']:.2f} "
+            f"| {r['holt_winters_only_mape']:.2f} | {r['linear_scale_mape']:.2f} "
+            f"| {r['median_ape']:.2f} "
             f"| {r['naive_median_ape']:.2f} | {r['wape']:.2f} "
             f"| {r['naive_wape']:.2f} | {r['upper_coverage']:.3f} "
             f"| {r['median_upper_over_actual']:.3f} |"
@@ -261,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
             "mape: mean |actual - forecast| / actual over scored slots with actual > 0;"
             " median_ape: the median of the same ratios;"
             " wape: sum |error| / sum actual;"
-            " naive: the last observed slot's rate; upper_coverage: share of scored "
-            "slots with actual <= upper bound"
+            " naive: the last observed slot's rate; holt_winters_only: the "
+            "forecaster's Holt-Winters member without the online combination with "
+            "the last value; upper_coverage: share of scored slots with actual <= "
+            "upper bound"
         ),
         "traces": results,
         "summary": summary,
