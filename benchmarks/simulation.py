@@ -94,6 +94,15 @@ def _validation(data_dir: Path, lengths, seconds: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--traces",
+        nargs="+",
+        choices=TRACES,
+        help="run only these traces; results go to simulation_subset.{json,md}",
+    )
+    parser.add_argument(
+        "--skip-validation", action="store_true", help="skip the low-rate check"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     data_dir = default_data_dir()
@@ -102,7 +111,7 @@ def main() -> int:
         return 0
 
     lengths = load_token_lengths(data_dir / "traces", 512)
-    traces = TRACES[:1] if args.quick else TRACES
+    traces = TRACES[:1] if args.quick else tuple(args.traces or TRACES)
     blocks = {}
     comparisons = {}
     scenario = None
@@ -126,7 +135,11 @@ def main() -> int:
         blocks[name] = block
         print(f"{name}: done after {time.perf_counter() - started:.0f} s", flush=True)
 
-    validation = _validation(data_dir, lengths, 600 if args.quick else 1800)
+    validation = (
+        {"skipped": True}
+        if args.skip_validation
+        else _validation(data_dir, lengths, 600 if args.quick else 1800)
+    )
     summary = _summary(blocks)
     table = markdown(blocks)
     print(table)
@@ -135,7 +148,7 @@ def main() -> int:
         print(line)
 
     assert scenario is not None
-    suffix = "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else "_subset" if args.traces else ""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "simulation",

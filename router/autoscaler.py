@@ -14,6 +14,11 @@ scipy.optimize.milp (HiGHS): one binary per (cloud, count) pair, exactly one cou
 per cloud, minimise price x count subject to summed capacity >= the rate. A tiny
 cost per replica changed breaks ties toward the current counts.
 
+The rate served is not the forecaster's own upper bound as is: see
+router.autoscaler_bound (log-space horizon errors, a capped multiplier, the recent
+short-window peak). A cloud marked unavailable (`set_available`, e.g. a regional
+outage) gets no replicas and its share moves to the other clouds at once.
+
 Spot and on-demand: a CloudSpec is one pool priced by `use_spot`. Keeping on-demand
 capacity in a region where spot is used means configuring a second cloud entry for
 the same region without `use_spot`. The on-demand floor asks that on-demand pools
@@ -34,87 +39,26 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-from scipy.optimize import LinearConstraint, milp
-
 from gateway.errors import ConfigError
 from router import queueing
+from router.autoscaler_bound import UpperTracker
+from router.autoscaler_settings import DAY_S, AutoscalerSettings, forecaster_settings
+from router.autoscaler_solve import cheapest_counts
 from router.clock import Clock
 from router.cloud import CloudSpec
-from router.demand import DemandModel
-from router.forecast import Forecaster, ForecasterSettings
+from router.demand import DemandModel, ReplicaCapacity
+from router.forecast import Forecaster
 
 logger = logging.getLogger(__name__)
 
-DAY_S = 86_400.0
 
-
-@dataclass(frozen=True)
-class AutoscalerSettings:
-    """Targets, delays and safety margins of the autoscaler."""
-
-    slo_ms: float = 200.0
-    quantile: float = 0.95
-    decision_interval_s: float = 30.0
-    provisioning_lead_s: float = 270.0
-    upscale_delay_s: float = 0.0
-    downscale_delay_s: float = 600.0
-    drain_s: float = 30.0
-    on_demand_floor_fraction: float = 0.0
-    on_demand_floor_replicas: int = 0
-    forecast_confidence: float = 0.95
-    demand_smoothing: float = 0.2
-    change_penalty_usd_per_hour: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.slo_ms <= 0:
-            raise ConfigError(f"autoscaler.slo_ms must be > 0, got {self.slo_ms}")
-        if not 0 < self.quantile < 1:
-            raise ConfigError(
-                f"autoscaler.quantile must be in (0, 1), got {self.quantile}"
-            )
-        if self.decision_interval_s <= 0:
-            raise ConfigError(
-                "autoscaler.decision_interval_s must be > 0, got "
-                f"{self.decision_interval_s}"
-            )
-        for name in (
-            "provisioning_lead_s",
-            "upscale_delay_s",
-            "downscale_delay_s",
-            "drain_s",
-            "on_demand_floor_replicas",
-        ):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"autoscaler.{name} must be >= 0")
-        if not 0 <= self.on_demand_floor_fraction <= 1:
-            raise ConfigError(
-                "autoscaler.on_demand_floor_fraction must be in [0, 1], got "
-                f"{self.on_demand_floor_fraction}"
-            )
-        if not 0 < self.demand_smoothing <= 1:
-            raise ConfigError("autoscaler.demand_smoothing must be in (0, 1]")
-
-    @property
-    def slo_s(self) -> float:
-        return self.slo_ms / 1000.0
-
-    @property
-    def horizon_s(self) -> float:
-        """How far ahead a decision must see: provisioning lead + decision interval."""
-        return self.provisioning_lead_s + self.decision_interval_s
-
-
-def forecaster_settings(
-    settings: AutoscalerSettings, slot_s: float = 60.0, season_s: float | None = DAY_S
-) -> ForecasterSettings:
-    """Forecaster settings that fit and bound errors at this autoscaler's horizon."""
-    return ForecasterSettings(
-        slot_s=slot_s,
-        season_s=season_s,
-        fit_horizon_s=settings.horizon_s,
-        confidence=settings.forecast_confidence,
-    )
+__all__ = [
+    "DAY_S",
+    "Autoscaler",
+    "AutoscalerSettings",
+    "ScaleDecision",
+    "forecaster_settings",
+]
 
 
 @dataclass(frozen=True)
@@ -183,6 +127,30 @@ class Autoscaler:
         self._up_since_s: dict[str, float] = {}
         self._down_since_s: dict[str, float] = {}
         self._down_peak: dict[str, int] = {}
+        self._available = dict.fromkeys(self.clouds, True)
+        self._tables: dict[tuple[str, float, float, float], list[float]] = {}
+        self._points: dict[tuple[str, float | None], ReplicaCapacity] = {}
+        self._horizon_slots = max(
+            1, math.ceil(settings.horizon_s / self._slot_s - 1e-9)
+        )
+        self._upper = UpperTracker(
+            self._slot_s,
+            self._horizon_slots,
+            settings.forecast_confidence,
+            settings.upper_max_multiple,
+            settings.upper_cap_multiple,
+            settings.peak_window_s,
+            settings.peak_memory_s,
+            warmup_slots=round((forecaster.settings.season_s or 0.0) / self._slot_s),
+        )
+
+    def set_available(self, cloud: str, available: bool) -> None:
+        """Mark a cloud up or down (outage, no capacity to launch); a down cloud
+        gets no replicas and the others carry its share from the next decision."""
+        self._check_cloud(cloud)
+        if self._available[cloud] != available:
+            logger.info("event=cloud_available cloud=%s available=%s", cloud, available)
+        self._available[cloud] = available
 
     def set_price(self, cloud: str, usd_per_hour: float) -> None:
         """Replace a cloud's replica price (live spot prices move)."""
@@ -198,7 +166,9 @@ class Autoscaler:
 
     def observe(self, num_requests: int, num_sequences: int, num_tokens: int) -> None:
         """Count traffic that arrived now (one request, or a batch of them)."""
-        self._roll_slots(self._clock())
+        now_s = self._clock()
+        self._roll_slots(now_s)
+        self._upper.observe(now_s, num_requests)
         self._slot_requests += num_requests
         self._slot_sequences += num_sequences
         self._slot_tokens += num_tokens
@@ -217,8 +187,15 @@ class Autoscaler:
                 name: min(max(running.get(name, 0), c.min_replicas), c.max_replicas)
                 for name, c in self.clouds.items()
             }
+        for name, up in self._available.items():
+            if not up:
+                # Its replicas are gone: nothing to drain, nothing to wait for.
+                self._serving[name] = 0
+                self._drains.pop(name, None)
+                self._down_since_s.pop(name, None)
+                self._down_peak.pop(name, None)
 
-        forecast_rps, upper_rps = self._peak_forecast()
+        forecast_rps, upper_rps = self._peak_forecast(now_s)
         tables = {name: self._capacity_table(name) for name in self.clouds}
         desired, notes = self._optimise(upper_rps, tables, self._serving)
         reasons = self._apply_delays(desired, now_s)
@@ -275,6 +252,11 @@ class Autoscaler:
         rate_rps = self._slot_requests / max(seen_s, 1e-9)
         self.forecaster.observe(start_s, rate_rps)
         self._last_rate_rps = rate_rps
+        mean_peak_rps = max(
+            self.forecaster.forecast_steps(k).mean_rps
+            for k in range(1, self._horizon_slots + 1)
+        )
+        self._upper.close_slot(rate_rps, mean_peak_rps)
 
         weight = self.settings.demand_smoothing
         if self._slot_requests and self._slot_sequences:
@@ -288,14 +270,14 @@ class Autoscaler:
 
     # Forecast and capacity.
 
-    def _peak_forecast(self) -> tuple[float, float]:
+    def _peak_forecast(self, now_s: float) -> tuple[float, float]:
         horizon_s = self.settings.horizon_s
-        steps = max(1, math.ceil(horizon_s / self._slot_s - 1e-9))
         mean_rps = upper_rps = 0.0
-        for k in range(1, steps + 1):
+        for k in range(1, self._horizon_slots + 1):
             forecast = self.forecaster.forecast(min(k * self._slot_s, horizon_s))
             mean_rps = max(mean_rps, forecast.mean_rps)
             upper_rps = max(upper_rps, forecast.upper_rps)
+        upper_rps = self._upper.upper_rps(now_s, mean_rps, upper_rps)
         if self._last_rate_rps is not None:
             upper_rps = max(upper_rps, self._last_rate_rps)
         return mean_rps, upper_rps
@@ -304,19 +286,35 @@ class Autoscaler:
         """Request rate carried within the SLO by 0, 1, ... replicas of `cloud`."""
         spec = self.clouds[cloud]
         settings = self.settings
-        mix = self.demand.length_mix
-        if self._tokens_per_seq is not None:
-            mix = mix.scaled_to_mean(self._tokens_per_seq)
-        point = self.demand.replica_capacity(
-            spec.accelerator, settings.slo_s, settings.quantile, mix
-        )
+        # The operating point moves only when the token mix does (once a slot).
+        point_key = (spec.accelerator, self._tokens_per_seq)
+        point = self._points.get(point_key)
+        if point is None:
+            mix = self.demand.length_mix
+            if self._tokens_per_seq is not None:
+                mix = mix.scaled_to_mean(self._tokens_per_seq)
+            point = self.demand.replica_capacity(
+                spec.accelerator, settings.slo_s, settings.quantile, mix
+            )
+            if len(self._points) > 64:
+                self._points.clear()
+            self._points[point_key] = point
         service_rate = point.seq_per_s / self._seq_per_request
         budget_s = settings.slo_s - point.service_s - self._network_s[cloud]
-        last = spec.max_replicas if up_to is None else max(up_to, 0)
-        return [
-            queueing.max_arrival_rps(c, service_rate, budget_s, 1 - settings.quantile)
-            for c in range(last + 1)
-        ]
+        last = max(spec.max_replicas, 0 if up_to is None else up_to)
+        key = (cloud, service_rate, budget_s, float(last))
+        table = self._tables.get(key)
+        if table is None:
+            if len(self._tables) > 64 * len(self.clouds):
+                self._tables.clear()
+            table = [
+                queueing.max_arrival_rps(
+                    c, service_rate, budget_s, 1 - settings.quantile
+                )
+                for c in range(last + 1)
+            ]
+            self._tables[key] = table
+        return table
 
     # Choice of counts.
 
@@ -341,7 +339,10 @@ class Autoscaler:
                 return solution, ["on_demand_floor_relaxed"]
             notes.append("on_demand_floor_relaxed")
         logger.warning("event=demand_exceeds_max upper_rps=%.2f", rate_rps)
-        full = {name: c.max_replicas for name, c in self.clouds.items()}
+        full = {
+            name: c.max_replicas if self._available[name] else 0
+            for name, c in self.clouds.items()
+        }
         return full, [*notes, "demand_exceeds_max"]
 
     def _solve(
@@ -353,59 +354,22 @@ class Autoscaler:
         floor_replicas: int,
         on_demand_at_max: bool,
     ) -> dict[str, int] | None:
-        columns: list[tuple[str, int]] = []
+        bounds = {}
         for name, spec in self.clouds.items():
+            high = spec.max_replicas if self._available[name] else 0
             pinned = on_demand_at_max and not spec.use_spot
-            low = spec.max_replicas if pinned else spec.min_replicas
-            for count in range(low, spec.max_replicas + 1):
-                columns.append((name, count))
-        penalty = self.settings.change_penalty_usd_per_hour
-        cost = np.array(
-            [
-                count * self._prices[name] + penalty * abs(count - current[name])
-                for name, count in columns
-            ]
+            bounds[name] = (high if pinned else min(spec.min_replicas, high), high)
+        return cheapest_counts(
+            rate_rps,
+            tables,
+            bounds,
+            self._prices,
+            {name: not spec.use_spot for name, spec in self.clouds.items()},
+            current,
+            floor_fraction=floor_fraction,
+            floor_replicas=floor_replicas,
+            change_penalty_usd_per_hour=self.settings.change_penalty_usd_per_hour,
         )
-        names = list(self.clouds)
-        one_per_cloud = np.array(
-            [[1.0 if name == n else 0.0 for name, _ in columns] for n in names]
-        )
-        capacity = np.array([tables[name][count] for name, count in columns])
-        on_demand = np.array(
-            [0.0 if self.clouds[name].use_spot else 1.0 for name, _ in columns]
-        )
-        counts = np.array([float(count) for _, count in columns])
-        constraints = [
-            LinearConstraint(one_per_cloud, 1.0, 1.0),
-            LinearConstraint(capacity[np.newaxis, :], rate_rps, np.inf),
-        ]
-        if floor_fraction > 0:
-            constraints.append(
-                LinearConstraint(
-                    (capacity * on_demand)[np.newaxis, :],
-                    floor_fraction * rate_rps,
-                    np.inf,
-                )
-            )
-        if floor_replicas > 0:
-            constraints.append(
-                LinearConstraint(
-                    (counts * on_demand)[np.newaxis, :], floor_replicas, np.inf
-                )
-            )
-        result = milp(
-            cost,
-            constraints=constraints,
-            integrality=np.ones(len(columns)),
-            bounds=(0, 1),
-        )
-        if not result.success or result.x is None:
-            return None
-        chosen = {}
-        for (name, count), value in zip(columns, result.x, strict=True):
-            if value > 0.5:
-                chosen[name] = count
-        return chosen
 
     # Delays and draining.
 

@@ -222,6 +222,7 @@ def run(
             next_decision_s += setup.decision_interval_s
             for d in deployments.values():
                 running = {name: fleet.pools[name].launched for name in d.names}
+                _report_availability(d.scaler, fleet, d.names)
                 fleet.apply(serving_targets(d.scaler.decide(running)), now_s)
             state.push_replicas(fleet.pool_names, now_s)
 
@@ -244,6 +245,14 @@ def run(
     result.preemptions = sum(p.preemptions for p in fleet.pools.values())
     result.wall_s = time.perf_counter() - wall_start
     return result
+
+
+def _report_availability(scaler: Scaler, fleet: Fleet, names: Sequence[str]) -> None:
+    """Tell a scaler that can use it which of its pools are down (an outage)."""
+    set_available = getattr(scaler, "set_available", None)
+    if set_available is not None:
+        for name in names:
+            set_available(name, not fleet.pools[name].down)
 
 
 def serving_targets(decision: object) -> dict[str, int]:

@@ -67,6 +67,8 @@ def _forecasting_scaler(interval_s: float) -> ScalerFactory:
             quantile=scenario.quantile,
             decision_interval_s=interval_s,
             provisioning_lead_s=scenario.provisioning_s,
+            # Bound the forecast at the quantile the SLO is stated at.
+            forecast_confidence=scenario.quantile,
         )
         forecaster = Forecaster(forecaster_settings(settings), clock)
         scaler = Autoscaler(pools, scenario.demand, forecaster, settings, clock)

@@ -11,6 +11,7 @@ import pytest
 from gateway.errors import ConfigError
 from router import queueing
 from router.autoscaler import Autoscaler, AutoscalerSettings, forecaster_settings
+from router.autoscaler_solve import cheapest_counts
 from router.capacity import CapacityPoint, CapacityProfile
 from router.clock import ManualClock
 from router.cloud import CloudSpec
@@ -291,3 +292,96 @@ def test_does_not_oscillate_under_flat_noisy_load() -> None:
     # 480 decisions over 4 hours of flat load: the count settles and stays.
     assert len(targets_seen) == 480
     assert changes <= 2
+
+
+# Availability, the bounded upper forecast, short bursts, the pruned MILP.
+
+
+def test_a_cloud_marked_down_loses_its_replicas_to_the_next_cheapest_at_once() -> None:
+    autoscaler, clock = _autoscaler([_cloud("a", 1.0), _cloud("b", 2.0)])
+    before = _decide_at_flat_rate(autoscaler, clock, 30.0)
+    # 30 req/s needs 3 replicas (see the ramp tests), all in the cheaper cloud a.
+    assert before.targets == {"a": 3, "b": 0}
+
+    autoscaler.set_available("a", False)
+    during = autoscaler.decide({"a": 0, "b": 0})
+    # No upscale delay: b takes all 3 in the same decision; a keeps nothing.
+    assert during.targets == {"a": 0, "b": 3}
+    assert during.reason.startswith("scale_up")
+
+    autoscaler.set_available("a", True)
+    after = autoscaler.decide({"a": 0, "b": 3})
+    # a is wanted again at once; b only drains after its 600 s downscale delay.
+    assert after.targets == {"a": 3, "b": 3}
+
+
+def test_noise_cannot_blow_up_the_upper_bound() -> None:
+    autoscaler, clock = _autoscaler([_cloud("a", 1.0)])
+    rng = random.Random(7)
+    # Near-zero slots between spikes: relative residuals reach ~50 / 0.02 = 2,500x.
+    for _ in range(4 * 60):
+        _feed_slot(autoscaler, clock, 50.0 if rng.random() < 0.1 else 0.02)
+    decision = autoscaler.decide({})
+    # Capped at upper_cap_multiple (2) x the day's highest slot rate (50) = 100 req/s,
+    # or at 3x the forecast mean, whichever is lower.
+    assert decision.upper_rps <= 2 * 50.0 + 1e-9
+    assert decision.upper_rps <= max(
+        3 * (decision.forecast_rps + 1 / SLOT_S),
+        autoscaler._upper.recent_peak_rps(clock()),
+    )
+
+
+def test_a_burst_shorter_than_a_slot_is_sized_for() -> None:
+    autoscaler, clock = _autoscaler([_cloud("a", 1.0)])
+    for _ in range(3 * 60):
+        _feed_slot(autoscaler, clock, 3.0)
+    # Reports every 5 s: 3 req/s (15 per report), but 30 req/s (150) for 10 s.
+    for step in range(12):
+        count = 150 if step in (4, 5) else 15
+        clock.advance(5.0)
+        autoscaler.observe(count, count, 32 * count)
+    decision = autoscaler.decide({})
+    # The 10 s window holding both burst reports ran at 300 / 10 s = 30 req/s,
+    # while the slot mean is (10 x 15 + 2 x 150) / 60 s = 7.5 req/s.
+    assert decision.upper_rps == pytest.approx(30.0)
+    assert decision.targets["a"] >= 3  # 30 req/s needs 3 replicas
+    # peak_memory_s (300 s) of calm later the burst no longer counts.
+    for _ in range(62):
+        clock.advance(5.0)
+        autoscaler.observe(15, 15, 32 * 15)
+    assert autoscaler.decide({}).upper_rps < 30.0 / 2
+
+
+def test_pruned_milp_finds_the_same_cost_as_the_full_one() -> None:
+    rng = random.Random(3)
+    for _ in range(40):
+        names = [f"c{i}" for i in range(rng.randint(2, 5))]
+        tables = {}
+        for n in names:
+            per = rng.uniform(5.0, 30.0)
+            # Pooled capacity grows a little faster than linearly, like Erlang C.
+            tables[n] = [per * c * (1 + 0.02 * c) for c in range(9)]
+        bounds = {n: (rng.choice([0, 0, 1]), 8) for n in names}
+        prices = {n: rng.uniform(0.1, 3.0) for n in names}
+        on_demand = {n: rng.random() < 0.5 for n in names}
+        current = {n: rng.randint(0, 8) for n in names}
+        kwargs = dict(
+            floor_fraction=rng.choice([0.0, 0.3]),
+            floor_replicas=rng.choice([0, 2]),
+            change_penalty_usd_per_hour=1e-3,
+        )
+        rate = rng.uniform(1.0, 200.0)
+        args = (rate, tables, bounds, prices, on_demand, current)
+        full = cheapest_counts(*args, prune=False, **kwargs)
+        pruned = cheapest_counts(*args, prune=True, **kwargs)
+        assert (full is None) == (pruned is None)
+        if full is None or pruned is None:
+            continue
+        assert _cost(pruned, prices, current) == pytest.approx(
+            _cost(full, prices, current), abs=1e-6
+        )
+
+
+def _cost(counts, prices, current) -> float:
+    """USD/hour plus the 1e-3 per replica changed that breaks ties."""
+    return sum(c * prices[n] + 1e-3 * abs(c - current[n]) for n, c in counts.items())

@@ -1,0 +1,115 @@
+"""The rate an autoscaler decision must serve: a bounded upper forecast and peaks.
+
+A forecaster's own upper bound may come from relative residuals, which explode on
+noisy or near-zero series. This tracker keeps its own record, in log space, of how
+far the realised peak over the horizon rose above the forecast mean peak issued one
+horizon earlier: upper = mean x exp(quantile of those log ratios), with the
+multiplier capped at `max_multiple`, and the whole bound capped at `cap_multiple`
+times the highest slot rate of the last day. It also keeps the highest rate seen in
+short windows (e.g. 10 s) over the last few minutes, so bursts shorter than a slot
+are sized for even though the forecast works on slot means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+DAY_S = 86_400.0
+_MIN_ERRORS = 30
+
+
+class UpperTracker:
+    """Log-space horizon errors, the day's slot maximum and short-window peaks."""
+
+    def __init__(
+        self,
+        slot_s: float,
+        horizon_slots: int,
+        confidence: float,
+        max_multiple: float,
+        cap_multiple: float,
+        peak_window_s: float,
+        peak_memory_s: float,
+        warmup_slots: int = 0,
+    ) -> None:
+        self.slot_s = slot_s
+        self.horizon_slots = max(1, horizon_slots)
+        self.confidence = confidence
+        self.max_multiple = max_multiple
+        self.cap_multiple = cap_multiple
+        self.peak_window_s = peak_window_s
+        self.peak_memory_s = peak_memory_s
+        self.warmup_slots = warmup_slots
+        self._closed_slots = 0
+        self._eps_rps = 1.0 / slot_s  # one request per slot: keeps log finite
+        self._slot_rates: deque[float] = deque(maxlen=max(1, int(DAY_S / slot_s)))
+        self._issued: deque[float] = deque(maxlen=self.horizon_slots)
+        self._errors: deque[float] = deque(maxlen=2 * int(DAY_S / slot_s))
+        self._log_margin: float | None = None
+        self._peaks: deque[tuple[float, float]] = deque()
+        self._last_observe_s: float | None = None
+        self._window: deque[tuple[float, int]] = deque()
+
+    def observe(self, now_s: float, num_requests: int) -> None:
+        """Requests counted now, since the previous call."""
+        last_s, self._last_observe_s = self._last_observe_s, now_s
+        if last_s is None:
+            return  # the span these requests cover is unknown
+        span_s = now_s - last_s
+        if span_s > self.peak_window_s:
+            # Coarse reports: their mean rate is the finest peak there is.
+            self._window.clear()
+            self._add_peak(now_s, num_requests / span_s)
+            return
+        # A sliding window over fine reports, each counting the time since the last.
+        self._window.append((now_s, num_requests))
+        while self._window[0][0] <= now_s - self.peak_window_s:
+            self._window.popleft()
+        self._add_peak(now_s, sum(n for _, n in self._window) / self.peak_window_s)
+
+    def close_slot(self, rate_rps: float, mean_peak_rps: float) -> None:
+        """A slot closed at `rate_rps`; `mean_peak_rps` is the forecast mean peak
+        over the next horizon, issued now."""
+        self._slot_rates.append(rate_rps)
+        self._closed_slots += 1
+        # A seasonal model misses everything in its first season: not its error.
+        warm = self._closed_slots > self.warmup_slots + self.horizon_slots
+        if warm and len(self._issued) == self.horizon_slots:
+            # Issued `horizon_slots` slots ago: it covered the slots seen since.
+            issued = self._issued[0]
+            realised = max(list(self._slot_rates)[-self.horizon_slots :])
+            self._errors.append(
+                math.log((realised + self._eps_rps) / (issued + self._eps_rps))
+            )
+            if len(self._errors) >= _MIN_ERRORS:
+                ordered = sorted(self._errors)
+                rank = min(len(ordered) - 1, int(self.confidence * len(ordered)))
+                self._log_margin = ordered[rank]
+        self._issued.append(mean_peak_rps)
+
+    def upper_rps(
+        self, now_s: float, mean_rps: float, forecaster_upper_rps: float
+    ) -> float:
+        """The rate to serve: bounded upper forecast, at least the recent peaks."""
+        if self._log_margin is None:
+            upper = forecaster_upper_rps
+        else:
+            margin = min(max(self._log_margin, 0.0), math.log(self.max_multiple))
+            upper = (mean_rps + self._eps_rps) * math.exp(margin) - self._eps_rps
+        if self._slot_rates:
+            cap = self.cap_multiple * max(self._slot_rates)
+            upper = min(upper, max(cap, mean_rps))
+        return max(upper, self.recent_peak_rps(now_s))
+
+    def recent_peak_rps(self, now_s: float) -> float:
+        """Highest short-window rate within the peak memory."""
+        while self._peaks and self._peaks[0][0] < now_s - self.peak_memory_s:
+            self._peaks.popleft()
+        return self._peaks[0][1] if self._peaks else 0.0
+
+    def _add_peak(self, t_s: float, rate_rps: float) -> None:
+        # Older peaks no higher than this one can never be the maximum again.
+        while self._peaks and self._peaks[-1][1] <= rate_rps:
+            self._peaks.pop()
+        self._peaks.append((t_s, rate_rps))
