@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import platform
 import shlex
 import sys
@@ -307,7 +308,8 @@ def shift_times(
     the requests its earlier share would give it, plus the router's probes (one
     per `probe_interval_s`, which it keeps sending on purpose).
     """
-    probes = WINDOW_S / probe_interval_s
+    # Probes are whole requests: a window may hold one even at a long interval.
+    probes = math.ceil(WINDOW_S / probe_interval_s)
 
     def moved(i: int) -> bool:
         return counts[i] <= 0.1 * before_share * totals[i] + probes
