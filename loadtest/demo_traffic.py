@@ -139,6 +139,30 @@ def replay_both(
     return result
 
 
+def warm_up(
+    targets: list[TargetConfig],
+    texts: list[str],
+    warmup_s: float,
+    rate_rps: float,
+    rng: np.random.Generator,
+) -> dict[str, float]:
+    """Steady traffic at `rate_rps` through every target; only its counts are kept."""
+    if warmup_s <= 0:
+        return {"seconds": 0.0, "requests": 0, "ok": 0}
+    offsets_s = np.arange(0.0, warmup_s, 1.0 / max(rate_rps, 1.0))
+    plan = build_plan(
+        num_requests=len(offsets_s),
+        pool_size=len(texts),
+        mix=parse_mix(TEXT_MIX),
+        rng=rng,
+        offsets_s=offsets_s,
+    )
+    limits = RunLimits(max_duration_s=warmup_s, drain_timeout_s=10.0)
+    result = replay_both(targets, plan, texts, limits=limits, metrics_url=None)
+    ok = sum(record.kind == "ok" for record in result.records)
+    return {"seconds": warmup_s, "requests": len(result.records), "ok": ok}
+
+
 class _Count:
     def __init__(self) -> None:
         self.value = 0
