@@ -47,7 +47,12 @@ def _open_plan(rate_rps: float, duration_s: float, seed: int = 0) -> RequestPlan
 
 def _target(noop: NoopServerProcess, protocol: str, **kwargs: object) -> TargetConfig:
     url = noop.grpc_target if protocol == "grpc" else noop.http_url
-    return TargetConfig(protocol=protocol, url=url, model="demo-intents", **kwargs)  # type: ignore[arg-type]
+    return TargetConfig(
+        protocol=protocol,  # type: ignore[arg-type]
+        url=url,
+        model="demo-intents",
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize(
