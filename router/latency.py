@@ -155,13 +155,16 @@ class CloudLatency:
     """What one cloud's requests have shown: RTT, service time, rate, errors, load.
 
     `rtt_s` is the network round trip (the time the gateway waited beyond the
-    replica's own `service_s`). Latency is learnt only from successful requests, so
-    a fast refusal never makes a broken cloud look quick.
+    replica's own `service_s`); `total` holds their sum per request, whose quantile
+    is the tail the SLO is about (the sum of the two quantiles overstates it).
+    Latency is learnt only from successful requests, so a fast refusal never makes a
+    broken cloud look quick.
     """
 
     def __init__(self, half_life_s: float, start_s: float) -> None:
         self.rtt = DecayingSketch(half_life_s, start_s)
         self.service = DecayingSketch(half_life_s, start_s)
+        self.total = DecayingSketch(half_life_s, start_s)
         self.errors = DecayingRatio(half_life_s, start_s)
         # Texts served per second of service time: a lower bound of a replica's
         # throughput (it ignores batching), used when no capacity is set.
@@ -192,6 +195,7 @@ class CloudLatency:
             return
         if rtt_s is not None and rtt_s >= 0:
             self.rtt.add(rtt_s, now_s)
+            self.total.add(rtt_s + max(0.0, service_s), now_s)
         if service_s > 0:
             self.service.add(service_s, now_s)
             self.service_rate.add(float(num_texts), service_s, now_s)

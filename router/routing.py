@@ -321,30 +321,36 @@ class Router:
     def _predict_latency_s(
         self, state: _CloudState, num_texts: int, quantile: float | None
     ) -> float:
-        """RTT + wait behind the in-flight texts + this request's own service time.
+        """Observed round trip + wait behind the in-flight texts.
 
-        At a quantile the RTT and service quantiles are added, which overstates the
-        quantile of the sum: the router errs towards meeting the SLO. With `quantile`
-        None, means are used. A request never takes less than its texts' share of a
-        replica's throughput, however fast small requests have been.
+        At a quantile the observed round trip is the quantile of whole requests
+        (RTT + service, one sample each); until there is one, the RTT and service
+        quantiles are added, which overstates the tail: the router errs towards
+        meeting the SLO. With `quantile` None, means are used. A request never
+        takes less than its RTT plus its texts' share of a replica's throughput,
+        however fast small requests have been.
         """
         latency = state.latency
         seq_per_s = self._seq_per_s(state)
         if quantile is None:
             rtt_s = latency.rtt.mean_s()
             observed_service_s = latency.service.mean_s()
+            observed_total_s = None
         else:
             rtt_s = latency.rtt.quantile_s(quantile)
             observed_service_s = latency.service.quantile_s(quantile)
+            observed_total_s = latency.total.quantile_s(quantile)
         if rtt_s is None:
             rtt_s = self._default_rtt_s
-        service_s = num_texts / seq_per_s
-        if observed_service_s is not None and observed_service_s > service_s:
-            service_s = observed_service_s
+        own_s = rtt_s + num_texts / seq_per_s
+        if observed_total_s is not None:
+            round_trip_s = max(own_s, observed_total_s)
+        else:
+            round_trip_s = max(own_s, rtt_s + (observed_service_s or 0.0))
         wait_s = queue_wait_s(
             latency.in_flight_texts, state.running_replicas, seq_per_s
         )
-        return rtt_s + wait_s + service_s
+        return round_trip_s + wait_s
 
     def _estimate(
         self, state: _CloudState, num_texts: int, quantile: float, eligible: bool

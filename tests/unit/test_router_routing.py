@@ -60,6 +60,27 @@ def test_picks_the_cheapest_cloud_that_meets_the_slo() -> None:
     assert [c.cloud for c in decision.candidates] == ["cheap", "dear"]
 
 
+def test_the_tail_is_that_of_whole_requests_not_a_sum_of_tails() -> None:
+    clock = ManualClock()
+    router = _router(clock, slo_ms=150.0, quantile=0.9)
+    router.set_capacity("cheap", 100.0)
+    # Half the requests have a slow network and a quick replica, half the reverse:
+    #   RTT 0.10 + service 0.02 = 0.12 s,   RTT 0.02 + service 0.10 = 0.12 s.
+    # Every request took 0.12 s, so the 90th percentile is 0.12 s and "cheap" meets
+    # a 0.15 s SLO; adding the RTT and service tails (0.10 + 0.10 = 0.20 s) would
+    # have sent the request to the dearer cloud.
+    for _ in range(10):
+        _observe(router, "cheap", 1, rtt_s=0.10, service_s=0.02)
+        _observe(router, "cheap", 1, rtt_s=0.02, service_s=0.10)
+    _observe(router, "dear", 20, rtt_s=0.02, service_s=0.03)
+
+    decision = router.choose(RouteRequest())
+
+    cheap = next(c for c in decision.candidates if c.cloud == "cheap")
+    assert cheap.predicted_latency_s == pytest.approx(0.12, rel=0.1)
+    assert (decision.cloud, decision.reason) == ("cheap", "cheapest_in_slo")
+
+
 def test_spill_starts_exactly_when_the_cheap_queue_would_break_the_slo() -> None:
     clock = ManualClock()
     router = _router(clock, slo_ms=250.0)
