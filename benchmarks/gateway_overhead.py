@@ -222,6 +222,7 @@ async def saturate_grpc(
 
 # Serve's own defaults for the knobs that gateway.serve.SERVE_TUNING_ENV changes.
 SERVE_DEFAULT_ENV = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",

@@ -29,11 +29,15 @@ DRAIN_POLL_S = 0.1
 
 
 # Serve's lower-overhead settings (a subset of its RAY_SERVE_THROUGHPUT_OPTIMIZED
-# mode, without direct ingress): user code and the handle router on the replica's
-# main event loop instead of extra threads, request logs buffered, logs not copied to
-# stderr. Set before Ray starts, so every Serve process inherits them; values already
-# in the environment win. benchmarks/gateway_overhead.py measures both.
+# mode, without direct ingress): deployment handles call replicas over Serve's
+# inter-deployment gRPC channel instead of Ray actor calls (each replica serves that
+# channel whether or not it is used; it halves the ingress-to-replica hop here), user
+# code and the handle router on the replica's main event loop instead of extra
+# threads, request logs buffered, logs not copied to stderr. Set before Ray starts,
+# so every Serve process inherits them; values already in the environment win.
+# benchmarks/gateway_overhead.py measures both.
 SERVE_TUNING_ENV = {
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
