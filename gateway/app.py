@@ -25,12 +25,11 @@ from gateway.autoscaling import (
 from gateway.config import GatewayConfig, parse_config
 from gateway.grpc_api import GrpcMethods
 from gateway.http_api import build_http_app
-from gateway.ingress import IngressCore, replica_deployment_name
+from gateway.ingress import INGRESS_NAME, IngressCore, replica_deployment_name
 from gateway.replica import ClassifierReplica
 
 logger = logging.getLogger(__name__)
 
-INGRESS_NAME = "ingress"
 GRPC_SERVICER = "protos.inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server"
 # How much of a cloud's resource one replica takes: nodes advertise 1000 units, so
 # placement never limits the replica count; CPUs and memory do.
@@ -106,6 +105,8 @@ def build_app(config: GatewayConfig) -> Any:
     for model in config.models:
         handles[model.name] = {}
         for cloud in config.clouds:
+            if cloud.colocated:
+                continue
             deployment = base.options(
                 name=replica_deployment_name(model.name, cloud.name),
                 **scaling_options(config, model.name, cloud.name),
@@ -127,11 +128,19 @@ def build_app(config: GatewayConfig) -> Any:
                 max_batch_size=model.max_batch_size,
                 max_batch_wait_ms=model.max_batch_wait_ms,
             )
+    actor_options: dict[str, Any] = {"num_cpus": config.ingress.num_cpus}
+    colocated = config.colocated_cloud
+    if colocated is not None:
+        # The ingress is that cloud's replica too: on its nodes, with its CPUs.
+        actor_options = {
+            "num_cpus": config.ingress.num_cpus + colocated.replica_num_cpus,
+            "resources": {colocated.placement: PLACEMENT_UNITS},
+        }
     ingress = Ingress.options(
         num_replicas=config.ingress.num_replicas,
         max_ongoing_requests=config.ingress.max_ongoing_requests,
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
-        ray_actor_options={"num_cpus": config.ingress.num_cpus},
+        ray_actor_options=actor_options,
     )
     return ingress.bind(config.model_dump(mode="json"), handles)
 

@@ -10,6 +10,11 @@ every replica of that cloud asks for a small amount of it, so Ray places the rep
 on that cloud's nodes only. `bertgw serve` without a cluster address starts one
 local node that carries every cloud's resource, so pinning also works on one machine.
 
+A cloud with `colocated: true` has no replica deployment: each ingress replica
+loads the models and serves that cloud itself, one Serve hop shorter. Its replica
+count is the ingress's `num_replicas`, fixed (min = max = that), and the ingress
+then takes the cloud's placement resource and `replica_num_cpus` as well.
+
 An invalid file raises `ConfigError` with one message naming the field, the value
 and the rule that it broke.
 """
@@ -78,6 +83,8 @@ class CloudConfig(_Frozen):
     placement: str = Field(pattern=r"^[A-Za-z0-9_]{1,64}$")
     # CPUs each replica reserves; fractional so several fit on one test machine.
     replica_num_cpus: float = Field(default=1.0, gt=0, le=256)
+    # Replicas inside the ingress processes (see the module doc); at most one cloud.
+    colocated: bool = False
     emulation: EmulationConfig | None = None
 
     @model_validator(mode="after")
@@ -205,7 +212,25 @@ class GatewayConfig(_Frozen):
                 raise ValueError(f"{kind} names must be unique, repeated: {dupes}")
         if self.http.port == self.grpc.port and self.grpc.enabled:
             raise ValueError(f"http.port and grpc.port are both {self.http.port}")
+        colocated = [c for c in self.clouds if c.colocated]
+        if len(colocated) > 1:
+            raise ValueError(
+                "at most one cloud may be colocated with the ingress, got "
+                f"{[c.name for c in colocated]}"
+            )
+        for cloud in colocated:
+            count = self.ingress.num_replicas
+            if not cloud.min_replicas == cloud.max_replicas == count:
+                raise ValueError(
+                    f"colocated cloud {cloud.name}: min_replicas and max_replicas "
+                    f"must both equal ingress.num_replicas ({count}), got "
+                    f"{cloud.min_replicas} and {cloud.max_replicas}"
+                )
         return self
+
+    @property
+    def colocated_cloud(self) -> CloudConfig | None:
+        return next((c for c in self.clouds if c.colocated), None)
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

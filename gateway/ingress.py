@@ -20,6 +20,7 @@ from gateway.config import GatewayConfig, router_settings
 from gateway.dispatch import CallContext, Dispatcher
 from gateway.emulation import EmulatedPool, FaultState
 from gateway.errors import InvalidInput, ModelNotFound
+from gateway.local_pool import load_local_pool
 from gateway.metrics import GatewayMetrics
 from gateway.pools import ReplicaPool, ServePool
 from router.clock import Clock, monotonic_clock
@@ -34,8 +35,17 @@ CLOUD_HEADER = "x-bertgw-cloud"
 _READINESS_RETRY_S = 1.0
 
 
+INGRESS_NAME = "ingress"
+
+
 def replica_deployment_name(model: str, cloud: str) -> str:
     return f"replica-{model}-{cloud}"
+
+
+def running_replicas(deployments: Mapping[str, Any], name: str) -> int:
+    """RUNNING replicas of one deployment in a `serve.status()` application."""
+    states = getattr(deployments.get(name), "replica_states", {}) or {}
+    return int(states.get("RUNNING", 0))
 
 
 class IngressCore:
@@ -56,12 +66,16 @@ class IngressCore:
         self.pools: dict[str, ReplicaPool] = {}
         self.emulated: dict[str, EmulatedPool] = {}
         for cloud in config.clouds:
-            pool: ReplicaPool = ServePool(
-                cloud.name,
-                {m: handles[m][cloud.name] for m in config.model_names},
-                max_texts,
-                initial_replicas=max(1, cloud.min_replicas),
-            )
+            pool: ReplicaPool
+            if cloud.colocated:
+                pool = load_local_pool(cloud.name, config.models)
+            else:
+                pool = ServePool(
+                    cloud.name,
+                    {m: handles[m][cloud.name] for m in config.model_names},
+                    max_texts,
+                    initial_replicas=max(1, cloud.min_replicas),
+                )
             if cloud.emulation is not None:
                 emulated = EmulatedPool(pool, cloud.emulation)
                 self.emulated[cloud.name] = emulated
@@ -153,11 +167,18 @@ class IngressCore:
 
     def _apply_replica_counts(self, deployments: Mapping[str, Any]) -> None:
         for cloud in self.config.clouds:
-            counts = []
-            for model in self.config.model_names:
-                info = deployments.get(replica_deployment_name(model, cloud.name))
-                states = getattr(info, "replica_states", {}) or {}
-                counts.append(int(states.get("RUNNING", 0)))
+            if cloud.colocated:
+                # Every ingress replica is one replica of every model here, and
+                # this one is running even before Serve's status says so.
+                count = max(1, running_replicas(deployments, INGRESS_NAME))
+                counts = [count] * len(self.config.models)
+            else:
+                counts = [
+                    running_replicas(
+                        deployments, replica_deployment_name(model, cloud.name)
+                    )
+                    for model in self.config.model_names
+                ]
             self.dispatcher.set_replicas(cloud.name, min(counts))
             self._set_cost(cloud.name, sum(counts))
 

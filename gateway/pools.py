@@ -1,9 +1,11 @@
 """Replica pools: where the ingress sends texts for one cloud, whatever that cloud is.
 
 A `ReplicaPool` is the only thing the dispatcher and the router know of a cloud's
-replicas. Today's pool is a Ray Serve deployment handle per model (`ServePool`); a
-pool that forwards to a remote Serve cluster over gRPC would implement the same
-protocol, and the emulation wrapper (gateway/emulation.py) does too.
+replicas. Today's pools are a Ray Serve deployment handle per model (`ServePool`)
+and, for a cloud colocated with the ingress, models loaded in the ingress process
+itself (`InProcessPool`, gateway/local_pool.py); a pool that forwards to a remote
+Serve cluster over gRPC would implement the same protocol, and the emulation
+wrapper (gateway/emulation.py) does too.
 
 `ServePool` coalesces: concurrent requests for one model wait in one queue, and a
 single handle call carries as many of their texts as fit in one replica batch. An
@@ -80,7 +82,7 @@ class _Waiter:
     future: asyncio.Future[PoolReply] = field(repr=False)
 
 
-class _Coalescer:
+class Coalescer:
     """Merges queued requests of one model into replica calls of <= max_texts."""
 
     def __init__(self, call: CallReplica, max_texts: int, max_in_flight: int) -> None:
@@ -216,7 +218,7 @@ class ServePool:
         self._per_replica = calls_in_flight_per_replica
         self._replicas: int | None = None
         self._coalescers = {
-            model: _Coalescer(
+            model: Coalescer(
                 self._caller(model),
                 max_texts=max_batch_texts[model],
                 max_in_flight=calls_in_flight_per_replica * max(1, initial_replicas),

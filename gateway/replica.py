@@ -49,7 +49,7 @@ def _count_texts(calls: list[ReplicaCall]) -> int:
     return sum(len(c.texts) for c in calls)
 
 
-def _as_result(pred: Any, labels: Sequence[str], keep_probs: bool) -> TextResult:
+def as_result(pred: Any, labels: Sequence[str], keep_probs: bool) -> TextResult:
     probs = getattr(pred, "probabilities", None)
     if not keep_probs or probs is None:
         probs_tuple = None
@@ -155,7 +155,7 @@ class ClassifierReplica:
             replies.append(
                 ReplicaReply(
                     results=tuple(
-                        _as_result(p, self._labels, call.return_probabilities)
+                        as_result(p, self._labels, call.return_probabilities)
                         for p in own
                     ),
                     labels=self._labels,
@@ -181,8 +181,7 @@ class ClassifierReplica:
                     return_probabilities=call.return_probabilities,
                 )
                 results = tuple(
-                    _as_result(p, self._labels, call.return_probabilities)
-                    for p in preds
+                    as_result(p, self._labels, call.return_probabilities) for p in preds
                 )
                 error = None
             except Exception as exc:  # noqa: BLE001 - reported to this caller only

@@ -179,3 +179,27 @@ def test_autoscaler_block_is_checked_against_the_autoscaler_settings() -> None:
     assert settings.slo_ms == config.slo.latency_ms
     with pytest.raises(ConfigError, match="autoscaler.drain_s must be >= 0"):
         parse_config(with_change(("autoscaler",), {"drain_s": -1}))
+
+
+def test_a_colocated_cloud_is_sized_by_the_ingress() -> None:
+    data = with_change(("clouds", 0, "colocated"), True)
+    data["ingress"] = {"num_replicas": 2}
+    with pytest.raises(ConfigError, match="must both equal ingress.num_replicas"):
+        parse_config(data)
+
+    data["clouds"][0] |= {"min_replicas": 2, "max_replicas": 2}
+    config = parse_config(data)
+
+    assert config.colocated_cloud is not None
+    assert config.colocated_cloud.name == "aws-us-east-1"
+
+
+def test_at_most_one_cloud_is_colocated() -> None:
+    data = with_change(("clouds", 0, "colocated"), True)
+    second = copy.deepcopy(data["clouds"][0]) | {
+        "name": "aws-2",
+        "placement": "cloud_aws_2",
+    }
+    data["clouds"].append(second)
+    with pytest.raises(ConfigError, match="at most one cloud may be colocated"):
+        parse_config(data)

@@ -1,0 +1,129 @@
+"""A colocated cloud: its replicas are the ingress processes themselves.
+
+A cloud with `colocated: true` gets no replica deployment. Each ingress process
+loads that cloud's models and classifies in a worker thread, so a request costs one
+Serve hop (proxy to ingress) instead of two and no serialisation of texts or
+results. The router cannot tell: it sees a `ReplicaPool` whose network time is zero.
+
+Batching works as in `ServePool`: concurrent requests queue in a `Coalescer`, and
+while one batch computes, the next gathers everything that arrived meanwhile (up to
+`max_batch_size` texts). One batch runs at a time per model, since the runtime's
+threads already use the cores it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.errors import Overloaded
+from gateway.pools import CallReplica, Coalescer, PoolReply, PoolUnavailable
+from gateway.replica import ReplicaReply, as_result
+
+logger = logging.getLogger(__name__)
+
+
+class InProcessPool:
+    """One colocated cloud's models, loaded in this process."""
+
+    def __init__(
+        self,
+        cloud: str,
+        runtimes: Mapping[str, Any],
+        max_batch_texts: Mapping[str, int],
+    ) -> None:
+        self._cloud = cloud
+        self._runtimes = dict(runtimes)
+        self._labels = {m: tuple(r.labels) for m, r in self._runtimes.items()}
+        self._replicas: int | None = 1
+        self._coalescers = {
+            model: Coalescer(
+                self._caller(model), max_texts=max_batch_texts[model], max_in_flight=1
+            )
+            for model in self._runtimes
+        }
+
+    @property
+    def name(self) -> str:
+        return self._cloud
+
+    def _caller(self, model: str) -> CallReplica:
+        runtime = self._runtimes[model]
+        labels = self._labels[model]
+
+        async def call(texts: list[str], want_probs: bool) -> list[ReplicaReply]:
+            start_s = time.perf_counter()
+            try:
+                preds = await asyncio.to_thread(
+                    runtime.classify,
+                    texts,
+                    return_probabilities=want_probs,
+                    max_batch_size=len(texts),
+                )
+            except Exception as exc:  # noqa: BLE001 - reported as this pool failing
+                logger.warning(
+                    "event=local_batch_failed cloud=%s model=%s error=%s",
+                    self._cloud,
+                    model,
+                    type(exc).__name__,
+                )
+                raise PoolUnavailable(
+                    f"cloud {self._cloud}: {type(exc).__name__}"
+                ) from None
+            compute_s = time.perf_counter() - start_s
+            return [
+                ReplicaReply(
+                    results=tuple(as_result(p, labels, want_probs) for p in preds),
+                    labels=labels,
+                    service_s=compute_s,
+                    queue_wait_s=0.0,
+                    compute_s=compute_s,
+                    batch_texts=len(texts),
+                )
+            ]
+
+        return call
+
+    async def classify(
+        self, model: str, texts: Sequence[str], *, return_probabilities: bool = False
+    ) -> PoolReply:
+        coalescer = self._coalescers.get(model)
+        if coalescer is None:
+            raise PoolUnavailable(f"cloud {self._cloud} does not serve model {model}")
+        return await coalescer.submit(list(texts), return_probabilities)
+
+    async def check(self, model: str) -> PoolReply | None:
+        try:
+            reply = await self.classify(model, ["readiness check"])
+        except (PoolUnavailable, Overloaded):
+            return None
+        return reply if len(reply.results) == 1 else None
+
+    def running_replicas(self) -> int | None:
+        return self._replicas
+
+    def set_running_replicas(self, count: int) -> None:
+        # The ingress that holds this pool is running, whatever Serve reports of
+        # the others: this process answers for itself.
+        self._replicas = max(1, count)
+
+
+def load_local_pool(
+    cloud: str, models: Sequence[Any], *, num_threads_default: int | None = None
+) -> InProcessPool:
+    """Loads every model (gateway.config.ModelConfig) for a colocated cloud."""
+    from replicas.runtime import load_runtime
+
+    runtimes = {}
+    for model in models:
+        runtimes[model.name] = load_runtime(
+            str(model.checkpoint),
+            backend=model.backend,
+            precision=model.precision,
+            num_threads=model.num_threads or num_threads_default,
+        )
+        logger.info("event=local_model_loaded cloud=%s model=%s", cloud, model.name)
+    return InProcessPool(cloud, runtimes, {m.name: m.max_batch_size for m in models})
