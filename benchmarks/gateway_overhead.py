@@ -7,7 +7,11 @@ Side by side in one run, on the same machine and the same fine-tuned demo model:
 * gateway: a real local Ray Serve deployment (one cloud, no emulation) reached over
   HTTP (OIP v2 JSON) and gRPC (OIP v2, raw contents), one request at a time
   (latency), then many at once for a fixed time (saturation), with 1 and 16 texts
-  per request.
+  per request. Three variants: the cloud as its own replica deployment under
+  Serve's default settings (serve_defaults) and under gateway.serve's tuned ones
+  (tuned), and the cloud colocated with the ingress (colocated, tuned settings:
+  the ingress classifies in-process, one Serve hop fewer). The headline is
+  colocated, the set-up for a cloud on the gateway's own machine.
 
 Added latency = gateway percentile - direct percentile. Saturation ratio = texts/s
 through the gateway / the runtime's best batched texts/s. Writes
@@ -91,7 +95,7 @@ def measure_direct(
 
 
 def gateway_config(
-    model_dir: Path, threads: int, http_port: int, grpc_port: int
+    model_dir: Path, threads: int, http_port: int, grpc_port: int, colocated: bool
 ) -> dict:
     return {
         "app_name": "bertgw-bench",
@@ -118,6 +122,7 @@ def gateway_config(
                 "max_replicas": 1,
                 "placement": "cloud_local",
                 "replica_num_cpus": 1,
+                "colocated": colocated,
             }
         ],
         "slo": {"latency_ms": 10_000},
@@ -230,7 +235,9 @@ SERVE_DEFAULT_ENV = {
 }
 
 
-def measure_gateway(model_dir: Path, args: argparse.Namespace, env: dict) -> dict:
+def measure_gateway(
+    model_dir: Path, args: argparse.Namespace, env: dict, colocated: bool
+) -> dict:
     """One gateway run; `env` is set before Ray starts so every process sees it."""
     import ray
     from ray import serve
@@ -240,7 +247,7 @@ def measure_gateway(model_dir: Path, args: argparse.Namespace, env: dict) -> dic
     from gateway.serve import start_ray, wait_ready
 
     config = parse_config(
-        gateway_config(model_dir, args.threads, free_port(), free_port())
+        gateway_config(model_dir, args.threads, free_port(), free_port(), colocated)
     )
     os.environ.update(env)
     start_ray(config)
@@ -312,10 +319,9 @@ def table(report: dict) -> str:
     lines += [f"| {name} | {value} |" for name, value in rows]
     lines += [
         "",
-        f"Serve settings compared (headline above: {report['gateway_variant']}):",
+        f"Variants compared (headline above: {report['gateway_variant']}):",
         "",
-        "| Serve settings | HTTP p50 ms | gRPC p50 ms | texts/s 1 text | "
-        "texts/s 16 texts |",
+        "| variant | HTTP p50 ms | gRPC p50 ms | texts/s 1 text | texts/s 16 texts |",
         "|---|---|---|---|---|",
     ]
     for name, run in report["gateway_variants"].items():
@@ -339,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         type=lambda v: v.split(","),
-        default=["serve_defaults", "tuned"],
-        help="Serve settings to measure: serve_defaults, tuned (comma-separated)",
+        default=["serve_defaults", "tuned", "colocated"],
+        help="variants to measure: serve_defaults, tuned, colocated (comma-separated)",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / "gateway_overhead.json"
@@ -355,12 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.serve import SERVE_TUNING_ENV
 
     direct = measure_direct(model_dir, args.threads, args.requests, args.batch_s)
-    variants = {"serve_defaults": SERVE_DEFAULT_ENV, "tuned": SERVE_TUNING_ENV}
-    runs = {
-        name: measure_gateway(model_dir, args, variants[name]) for name in args.variants
+    variants = {
+        "serve_defaults": (SERVE_DEFAULT_ENV, False),
+        "tuned": (SERVE_TUNING_ENV, False),
+        "colocated": (SERVE_TUNING_ENV, True),
     }
-    # The headline figures are the gateway as shipped (tuned, when measured).
-    shipped = "tuned" if "tuned" in runs else args.variants[0]
+    runs = {
+        name: measure_gateway(model_dir, args, *variants[name])
+        for name in args.variants
+    }
+    # The headline: the colocated set-up when measured, else the last variant.
+    shipped = "colocated" if "colocated" in runs else args.variants[-1]
     gateway = runs[shipped]
 
     d_lat = direct["latency_1text"]
@@ -378,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_variant": shipped,
         "gateway": gateway,
         "gateway_variants": {
-            name: {"env": variants[name], **run} for name, run in runs.items()
+            name: {"env": variants[name][0], "colocated": variants[name][1], **run}
+            for name, run in runs.items()
         },
     }
     for proto in ("http", "grpc"):
