@@ -19,14 +19,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.errors import Overloaded
-from gateway.pools import CallReplica, Coalescer, PoolReply, PoolUnavailable
+from gateway.pools import CallReplica, Coalescer, CoalescingPool, PoolUnavailable
 from gateway.replica import ReplicaReply, as_result
 
 logger = logging.getLogger(__name__)
 
 
-class InProcessPool:
+class InProcessPool(CoalescingPool):
     """One colocated cloud's models, loaded in this process."""
 
     def __init__(
@@ -35,20 +34,16 @@ class InProcessPool:
         runtimes: Mapping[str, Any],
         max_batch_texts: Mapping[str, int],
     ) -> None:
-        self._cloud = cloud
+        super().__init__(cloud)
         self._runtimes = dict(runtimes)
         self._labels = {m: tuple(r.labels) for m, r in self._runtimes.items()}
-        self._replicas: int | None = 1
+        self._replicas = 1
         self._coalescers = {
             model: Coalescer(
                 self._caller(model), max_texts=max_batch_texts[model], max_in_flight=1
             )
             for model in self._runtimes
         }
-
-    @property
-    def name(self) -> str:
-        return self._cloud
 
     def _caller(self, model: str) -> CallReplica:
         runtime = self._runtimes[model]
@@ -87,33 +82,13 @@ class InProcessPool:
 
         return call
 
-    async def classify(
-        self, model: str, texts: Sequence[str], *, return_probabilities: bool = False
-    ) -> PoolReply:
-        coalescer = self._coalescers.get(model)
-        if coalescer is None:
-            raise PoolUnavailable(f"cloud {self._cloud} does not serve model {model}")
-        return await coalescer.submit(list(texts), return_probabilities)
-
-    async def check(self, model: str) -> PoolReply | None:
-        try:
-            reply = await self.classify(model, ["readiness check"])
-        except (PoolUnavailable, Overloaded):
-            return None
-        return reply if len(reply.results) == 1 else None
-
-    def running_replicas(self) -> int | None:
-        return self._replicas
-
     def set_running_replicas(self, count: int) -> None:
         # The ingress that holds this pool is running, whatever Serve reports of
         # the others: this process answers for itself.
         self._replicas = max(1, count)
 
 
-def load_local_pool(
-    cloud: str, models: Sequence[Any], *, num_threads_default: int | None = None
-) -> InProcessPool:
+def load_local_pool(cloud: str, models: Sequence[Any]) -> InProcessPool:
     """Loads every model (gateway.config.ModelConfig) for a colocated cloud."""
     from replicas.runtime import load_runtime
 
@@ -123,7 +98,7 @@ def load_local_pool(
             str(model.checkpoint),
             backend=model.backend,
             precision=model.precision,
-            num_threads=model.num_threads or num_threads_default,
+            num_threads=model.num_threads,
         )
         logger.info("event=local_model_loaded cloud=%s model=%s", cloud, model.name)
     return InProcessPool(cloud, runtimes, {m.name: m.max_batch_size for m in models})

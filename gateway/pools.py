@@ -201,7 +201,43 @@ def _is_backpressure(exc: BaseException) -> bool:
     return isinstance(exc, BackPressureError)
 
 
-class ServePool:
+class CoalescingPool:
+    """What every pool that merges queued requests per model shares: its name,
+    `classify` through that model's `Coalescer`, and the readiness `check`."""
+
+    def __init__(self, cloud: str) -> None:
+        self._cloud = cloud
+        self._coalescers: dict[str, Coalescer] = {}
+        self._replicas: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self._cloud
+
+    def _refuse_early(self) -> None:
+        """Raises PoolUnavailable when a call should not even be queued."""
+
+    async def classify(
+        self, model: str, texts: Sequence[str], *, return_probabilities: bool = False
+    ) -> PoolReply:
+        coalescer = self._coalescers.get(model)
+        if coalescer is None:
+            raise PoolUnavailable(f"cloud {self._cloud} does not serve model {model}")
+        self._refuse_early()
+        return await coalescer.submit(list(texts), return_probabilities)
+
+    async def check(self, model: str) -> PoolReply | None:
+        try:
+            reply = await self.classify(model, ["readiness check"])
+        except (PoolUnavailable, Overloaded):
+            return None
+        return reply if len(reply.results) == 1 else None
+
+    def running_replicas(self) -> int | None:
+        return self._replicas
+
+
+class ServePool(CoalescingPool):
     """A cloud's replicas as Ray Serve deployment handles, one per model."""
 
     def __init__(
@@ -213,10 +249,9 @@ class ServePool:
         calls_in_flight_per_replica: int = 2,
         initial_replicas: int = 1,
     ) -> None:
-        self._cloud = cloud
+        super().__init__(cloud)
         self._handles = handles
         self._per_replica = calls_in_flight_per_replica
-        self._replicas: int | None = None
         self._coalescers = {
             model: Coalescer(
                 self._caller(model),
@@ -225,10 +260,6 @@ class ServePool:
             )
             for model in handles
         }
-
-    @property
-    def name(self) -> str:
-        return self._cloud
 
     def _caller(self, model: str) -> CallReplica:
         handle = self._handles[model]
@@ -253,27 +284,11 @@ class ServePool:
 
         return call
 
-    async def classify(
-        self, model: str, texts: Sequence[str], *, return_probabilities: bool = False
-    ) -> PoolReply:
-        coalescer = self._coalescers.get(model)
-        if coalescer is None:
-            raise PoolUnavailable(f"cloud {self._cloud} does not serve model {model}")
+    def _refuse_early(self) -> None:
         if self._replicas == 0:
             # Serve would hold the call until a replica comes back; fail it now so
             # the dispatcher can send it elsewhere.
             raise PoolUnavailable(f"cloud {self._cloud} has no running replica")
-        return await coalescer.submit(list(texts), return_probabilities)
-
-    async def check(self, model: str) -> PoolReply | None:
-        try:
-            reply = await self.classify(model, ["readiness check"])
-        except (PoolUnavailable, Overloaded):
-            return None
-        return reply if len(reply.results) == 1 else None
-
-    def running_replicas(self) -> int | None:
-        return self._replicas
 
     def set_running_replicas(self, count: int) -> None:
         lost = count == 0 and self._replicas != 0
