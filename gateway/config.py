@@ -159,7 +159,8 @@ class AdmissionConfig(_Frozen):
     """Refuse fast (503) rather than queue a request past the SLO."""
 
     max_queued_texts_per_cloud: int = Field(default=512, ge=1)
-    # Refuse when the predicted queue wait exceeds this share of the SLO.
+    # Refuse when a request's predicted completion (the texts in flight on its
+    # cloud and its own, at the measured rate) exceeds this share of the SLO.
     max_predicted_wait_slo_fraction: float = Field(default=1.0, gt=0, le=10)
     # Serve-level bounds on each replica deployment.
     max_ongoing_requests_per_replica: int = Field(default=8, ge=1, le=10_000)

@@ -148,7 +148,8 @@ class Dispatcher:
             return self._result(request, cloud, reply)
 
     def _admit(self, cloud: str, num_texts: int) -> bool:
-        """False when the request would wait in this cloud's queue past the SLO."""
+        """False when the request would not be done within the SLO: the texts in
+        flight on this cloud and its own, at the replicas' measured rate."""
         admission = self._config.admission
         queued = self._in_flight_texts[cloud]
         if queued + num_texts > admission.max_queued_texts_per_cloud:
@@ -156,8 +157,9 @@ class Dispatcher:
             return False
         seq_per_s = self._seq_per_s[cloud]
         if seq_per_s is not None and queued > 0:
-            wait_s = queued / (seq_per_s * max(1, self._replicas.get(cloud, 1)))
-            if wait_s > self._slo_s * admission.max_predicted_wait_slo_fraction:
+            rate = seq_per_s * max(1, self._replicas.get(cloud, 1))
+            done_s = (queued + num_texts) / rate
+            if done_s > self._slo_s * admission.max_predicted_wait_slo_fraction:
                 self._metrics.rejected.labels(cloud).inc()
                 return False
         return True
