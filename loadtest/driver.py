@@ -25,11 +25,20 @@ class RunLimits:
     """Hard caps on a run's time, always on.
 
     Nothing is sent after `max_duration_s`; requests in flight then get
-    `drain_timeout_s` to answer, after which they count as lost.
+    `drain_timeout_s` to answer, after which they count as lost. In a closed loop a
+    worker whose request was refused for load (HTTP 503 or 429, gRPC UNAVAILABLE or
+    RESOURCE_EXHAUSTED) waits `refusal_backoff_s` before its next one, as a client
+    that honours Retry-After does; 0 sends again at once.
     """
 
     max_duration_s: float = 300.0
     drain_timeout_s: float = 10.0
+    refusal_backoff_s: float = 0.0
+
+
+REFUSED_KINDS = frozenset(
+    {"http_503", "http_429", "grpc_UNAVAILABLE", "grpc_RESOURCE_EXHAUSTED"}
+)
 
 
 class ShardDriver:
@@ -119,11 +128,17 @@ class ShardDriver:
         stop_at = start_at + self.limits.max_duration_s
         next_index = iter(range(len(self.plan)))
 
+        backoff_s = self.limits.refusal_backoff_s
+
         async def worker() -> None:
             for j in next_index:
                 if time.monotonic() >= stop_at:
                     return
                 await self._one(j)
+                if backoff_s > 0 and self._kind[j] in REFUSED_KINDS:
+                    await asyncio.sleep(
+                        max(0.0, min(backoff_s, stop_at - time.monotonic()))
+                    )
 
         loop = asyncio.get_running_loop()
         tasks = {loop.create_task(worker()) for _ in range(max(1, concurrency))}

@@ -26,6 +26,7 @@ import numpy as np
 from proctree import CpuMeter, PssSampler, become_subreaper, stop_tree
 from systems import SYSTEMS, RunContext, System, environment
 
+from loadtest.driver import REFUSED_KINDS
 from loadtest.plan import build_plan, parse_mix
 from loadtest.protocols import (
     TargetConfig,
@@ -42,9 +43,9 @@ _STARTUP_TIMEOUT_S = 600.0
 _CLIENT_TIMEOUT_S = 60.0
 _BAD_REQUEST_CODES = frozenset({400, 405, 415, 422})
 # Answers that say "not now" rather than "broken": overload and rate limits.
-_REFUSED_KINDS = frozenset(
-    {"http_429", "http_503", "grpc_UNAVAILABLE", "grpc_RESOURCE_EXHAUSTED"}
-)
+# A refused closed-loop worker waits this long before sending again, as a client
+# honouring the gateway's Retry-After (1 s) does. Only the gateway refuses.
+_REFUSAL_BACKOFF_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,9 @@ def measure_level(
             plan,
             texts,
             limits=RunLimits(
-                max_duration_s=duration_s, drain_timeout_s=_CLIENT_TIMEOUT_S
+                max_duration_s=duration_s,
+                drain_timeout_s=_CLIENT_TIMEOUT_S,
+                refusal_backoff_s=_REFUSAL_BACKOFF_S,
             ),
             concurrency=concurrency,
         )
@@ -173,7 +176,7 @@ def measure_level(
     for record in sent:
         if record.kind != "ok":
             failures[record.kind] = failures.get(record.kind, 0) + 1
-    refused = sum(n for kind, n in failures.items() if kind in _REFUSED_KINDS)
+    refused = sum(n for kind, n in failures.items() if kind in REFUSED_KINDS)
     latency_ms = {
         k: None if v is None else round(v * 1000, 2)
         for k, v in percentiles([r.latency_s for r in ok]).items()
