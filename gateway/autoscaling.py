@@ -58,6 +58,12 @@ STATUS_KEY_PREFIX = "bertgw_autoscale"
 # Tokens per text assumed until the replicas report some.
 DEFAULT_TOKENS_PER_TEXT = 32
 _PROFILE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+# How often each replica sends its counters to the controller, and the window its
+# local samples cover (Serve records every 0.2 of it). Serve's defaults, 10 s and
+# 30 s, made the texts served reach our policy in 10 s lumps while it decides every
+# few seconds, so its observed rate, forecast and bound spiked (autoscale_live).
+METRICS_PUSH_INTERVAL_S = 1.0
+METRICS_LOOK_BACK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -388,6 +394,8 @@ def scaling_options(config: GatewayConfig, model: str, cloud: str) -> dict[str, 
             # The Autoscaler applies its own delays; Serve's would add to them.
             upscale_delay_s=0.0,
             downscale_delay_s=0.0,
+            metrics_interval_s=METRICS_PUSH_INTERVAL_S,
+            look_back_period_s=METRICS_LOOK_BACK_S,
             policy=policy,
         )
     }

@@ -35,13 +35,9 @@ DRAIN_POLL_S = 0.1
 # code and the handle router on the replica's main event loop instead of extra
 # threads, request logs buffered, logs not copied to stderr. Set before Ray starts,
 # so every Serve process inherits them; values already in the environment win.
-# benchmarks/gateway_overhead.py measures both. Replicas also push their autoscaling
-# metrics (the texts they served) every second instead of every 10 s: our autoscaler
-# decides every few seconds, and 10 s pushes made its observed rate arrive in lumps
-# (benchmarks/results/autoscale_live.png, first run).
+# benchmarks/gateway_overhead.py measures both.
 SERVE_TUNING_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
-    "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S": "1",
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",

@@ -211,6 +211,8 @@ def test_scaling_options_fix_counts_unless_some_cloud_may_scale(
     assert (scaled.min_replicas, scaled.max_replicas) == (1, 3)
     assert scaled.policy.policy_function.endswith("CloudPoolPolicy")
     assert scaled.policy.policy_kwargs["cloud"] == "cheap"
+    # Counters reach the policy every second, not in Serve's 10 s lumps.
+    assert (scaled.metrics_interval_s, scaled.look_back_period_s) == (1.0, 5.0)
     # The fixed cloud runs the policy too, held at 1..1, so its texts are counted.
     held = scaling_options(mixed, "demo", "dear")["autoscaling_config"]
     assert (held.min_replicas, held.max_replicas) == (1, 1)
