@@ -83,9 +83,8 @@ class InProcessPool(CoalescingPool):
         return call
 
     def set_running_replicas(self, count: int) -> None:
-        # The ingress that holds this pool is running, whatever Serve reports of
-        # the others: this process answers for itself.
-        self._replicas = max(1, count)
+        # The ingress never reports fewer than one: it is running this pool.
+        self._replicas = count
 
 
 def load_local_pool(cloud: str, models: Sequence[Any]) -> InProcessPool:
