@@ -142,6 +142,7 @@ class Autoscaler:
             settings.peak_window_s,
             settings.peak_memory_s,
             warmup_slots=round((forecaster.settings.season_s or 0.0) / self._slot_s),
+            overload_budget=settings.overload_budget,
         )
 
     def set_available(self, cloud: str, available: bool) -> None:

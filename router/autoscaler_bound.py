@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 DAY_S = 86_400.0
 _MIN_ERRORS = 30
@@ -32,6 +33,7 @@ class UpperTracker:
         peak_window_s: float,
         peak_memory_s: float,
         warmup_slots: int = 0,
+        overload_budget: float | None = None,
     ) -> None:
         self.slot_s = slot_s
         self.horizon_slots = max(1, horizon_slots)
@@ -41,6 +43,7 @@ class UpperTracker:
         self.peak_window_s = peak_window_s
         self.peak_memory_s = peak_memory_s
         self.warmup_slots = warmup_slots
+        self.overload_budget = overload_budget
         self._closed_slots = 0
         self._eps_rps = 1.0 / slot_s  # one request per slot: keeps log finite
         self._slot_rates: deque[float] = deque(maxlen=max(1, int(DAY_S / slot_s)))
@@ -83,10 +86,16 @@ class UpperTracker:
                 math.log((realised + self._eps_rps) / (issued + self._eps_rps))
             )
             if len(self._errors) >= _MIN_ERRORS:
-                ordered = sorted(self._errors)
-                rank = min(len(ordered) - 1, int(self.confidence * len(ordered)))
-                self._log_margin = ordered[rank]
+                self._log_margin = self._margin()
         self._issued.append(mean_peak_rps)
+
+    def _margin(self) -> float:
+        """Log margin: a quantile of the errors, or the overload budget's."""
+        if self.overload_budget is None:
+            ordered = sorted(self._errors)
+            rank = min(len(ordered) - 1, int(self.confidence * len(ordered)))
+            return ordered[rank]
+        return overload_margin(self._errors, self.overload_budget, self.max_multiple)
 
     def upper_rps(
         self, now_s: float, mean_rps: float, forecaster_upper_rps: float
@@ -113,3 +122,38 @@ class UpperTracker:
         while self._peaks and self._peaks[-1][1] <= rate_rps:
             self._peaks.pop()
         self._peaks.append((t_s, rate_rps))
+
+
+def overload_margin(
+    log_errors: Iterable[float], budget: float, max_multiple: float
+) -> float:
+    """Smallest log margin m >= 0 whose expected overload share is within `budget`.
+
+    With capacity sized to forecast x e^m, a horizon whose realised peak came out
+    e^e times the forecast has a share 1 - e^(m - e) of its requests above
+    capacity when e > m, and none otherwise. With admission control those are the
+    requests refused, and the rest are served within the SLO, so the margin is
+    the smallest m with mean(max(0, 1 - e^(m - e))) <= budget: a few large errors
+    cost their excess only, where a plain quantile pays for their whole size.
+
+    Exactly: with the errors sorted high to low, e_1 >= e_2 >= ..., and m between
+    e_(j+1) and e_j, j errors exceed m and the share is (j - e^m S_j) / n with
+    S_j = sum of e^-e_i over i <= j. It grows as m falls, so the first j at whose
+    lower end the share passes the budget holds the answer m = log((j - b n) / S_j).
+    Capped at log(max_multiple).
+    """
+    high = math.log(max_multiple)
+    errors = sorted(log_errors, reverse=True)
+    n = len(errors)
+    if n == 0:
+        return high
+    allowed = budget * n
+    tail = 0.0
+    for j, error in enumerate(errors, start=1):
+        if error <= 0:
+            break
+        tail += math.exp(-error)
+        below = max(errors[j], 0.0) if j < n else 0.0
+        if j - math.exp(below) * tail > allowed:
+            return min(high, math.log((j - allowed) / tail))
+    return 0.0

@@ -24,6 +24,10 @@ class AutoscalerSettings:
     on_demand_floor_fraction: float = 0.0
     on_demand_floor_replicas: int = 0
     forecast_confidence: float = 0.95
+    # If set, the forecast margin is sized so that on past errors the expected
+    # share of requests above capacity is at most this (autoscaler_bound), in
+    # place of the `forecast_confidence` quantile of the errors.
+    overload_budget: float | None = None
     demand_smoothing: float = 0.2
     change_penalty_usd_per_hour: float = 1e-3
     # The served rate: forecast mean x at most this (log-space error quantile)...
@@ -62,6 +66,11 @@ class AutoscalerSettings:
             )
         if not 0 < self.demand_smoothing <= 1:
             raise ConfigError("autoscaler.demand_smoothing must be in (0, 1]")
+        if self.overload_budget is not None and not 0 < self.overload_budget < 1:
+            raise ConfigError(
+                f"autoscaler.overload_budget must be in (0, 1), got "
+                f"{self.overload_budget}"
+            )
         if self.upper_max_multiple < 1 or self.upper_cap_multiple < 1:
             raise ConfigError("autoscaler upper multiples must be >= 1")
         if self.peak_window_s <= 0 or self.peak_memory_s < 0:

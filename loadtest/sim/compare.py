@@ -26,6 +26,9 @@ class Comparison:
     trace: RateTrace
     bound: BoundResult
     results: dict[str, SimResult]
+    # The same program with whole replicas: still a lower bound, and the gap
+    # between the two is what rounding alone costs any real policy.
+    integer_bound: BoundResult | None = None
 
 
 def compare(
@@ -33,9 +36,12 @@ def compare(
     trace: RateTrace,
     setups: Sequence[str],
     settings: EngineSettings | None = None,
+    integer_bound: bool = False,
 ) -> Comparison:
-    """Simulate each named setup on the trace and solve the bound once."""
+    """Simulate each named setup on the trace and solve the bound once (and its
+    whole-replica version if asked)."""
     bound = lower_bound(scenario, trace)
+    whole = lower_bound(scenario, trace, integer=True) if integer_bound else None
     results = {}
     for name in setups:
         result = run(scenario, trace, SETUPS[name], settings)
@@ -47,12 +53,13 @@ def compare(
             result.slo_attainment,
         )
         results[name] = result
-    return Comparison(trace, bound, results)
+    return Comparison(trace, bound, results, whole)
 
 
 def rows(comparison: Comparison) -> dict:
     """The JSON block of one trace: the bound and each setup's figures."""
     bound = comparison.bound
+    whole = comparison.integer_bound
     trace = comparison.trace
     policies = {}
     for name, r in comparison.results.items():
@@ -62,6 +69,11 @@ def rows(comparison: Comparison) -> dict:
             "slo_attainment": round(r.slo_attainment, 6),
             "replica_hours": round(r.replica_hours, 3),
             "cost_ratio_to_bound": round(r.usd / bound.usd, 4) if bound.usd else None,
+            **(
+                {"cost_ratio_to_integer_bound": round(r.usd / whole.usd, 4)}
+                if whole is not None and whole.usd
+                else {}
+            ),
             "usd": round(r.usd, 4),
             "late_share": round(r.outcome.late / arrivals, 6),
             "dropped_share": round(r.outcome.dropped / arrivals, 6),
@@ -94,6 +106,17 @@ def rows(comparison: Comparison) -> dict:
             "slot_s": bound.slot_s,
             "replicas": "integer" if bound.integer else "fractional",
         },
+        **(
+            {
+                "integer_lower_bound": {
+                    "usd_per_million": round(whole.usd_per_million, 6),
+                    "usd": round(whole.usd, 4),
+                    "replica_hours": round(whole.replica_hours, 3),
+                }
+            }
+            if whole is not None
+            else {}
+        ),
         "policies": policies,
     }
 

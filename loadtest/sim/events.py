@@ -6,7 +6,9 @@ Every request is routed by its own `Router.choose`, travels half the RTT to its
 pool, waits in the pool's FIFO queue, rides a batch of up to `max_batch` queued
 requests on the first free replica (batch time from the same service curve), and
 returns after the other half of the RTT, when the router hears `on_complete`. A
-request still queued after `max_wait_s` is dropped. A replica removed (drained or
+request whose predicted wait (queue ahead / pool throughput) is past its
+deployment's wait limit is refused on arrival at the pool, and one still queued
+after that limit is dropped (see `Scenario.wait_limit_s`). A replica removed (drained or
 preempted) finishes the batch it is running. Too slow for 20,000 requests/s; it
 exists to measure what the fluid engine's aggregation changes.
 """
@@ -200,8 +202,18 @@ class RequestState:
 
     def _enqueue(self, req: _Request, now_s: float) -> None:
         req.enqueued_s = now_s
-        self.pools[req.pool].queue.append(req)
+        p = self.pools[req.pool]
+        replicas = p.free + p.busy - p.retire
+        rate = replicas * self.scenario.curve(req.pool).peak_seq_per_s
+        ahead_s = len(p.queue) * self.scenario.seq_per_request / rate if rate else 0
+        if ahead_s > self._wait_limit_s(req.pool):
+            self._refuse(req, ahead_s)
+            return
+        p.queue.append(req)
         self._start_batch(req.pool, now_s)
+
+    def _wait_limit_s(self, pool: str) -> float:
+        return self.deployments[self.metro_of[pool]].wait_limit_s[pool]
 
     def _start_batch(self, name: str, now_s: float) -> None:
         p = self.pools[name]
@@ -210,7 +222,7 @@ class RequestState:
             curve = self.scenario.curve(name)
             while p.queue and len(batch) < curve.max_batch:
                 req = p.queue.popleft()
-                if now_s - req.enqueued_s > self.scenario.max_wait_s:
+                if now_s - req.enqueued_s > self._wait_limit_s(name):
                     self._drop(req)
                     continue
                 batch.append(req)
@@ -247,6 +259,19 @@ class RequestState:
             ok=True,
         )
         self._settle(req, latency_s)
+
+    def _refuse(self, req: _Request, ahead_s: float) -> None:
+        """Admission said no: not an error, and the router hears the queue."""
+        self.deployments[req.metro].router.on_complete(
+            req.pool,
+            num_texts=self.request.num_texts,
+            rtt_s=self.scenario.rtt_s[req.pool],
+            service_s=ahead_s,
+            ok=True,
+        )
+        outcome = self._outcome(req)
+        if outcome is not None:
+            outcome.dropped += 1
 
     def _drop(self, req: _Request) -> None:
         router = self.deployments[req.metro].router

@@ -8,7 +8,8 @@ backlog grows when arrivals exceed full-batch throughput, requests wait behind i
 in FIFO order, and within a step each request also sees the batching residual
 (the batch in progress) whose share over the SLO is computed exactly for the
 step's per-replica load. A request is classified once, when it arrives, as served
-within the SLO, served late, dropped (it would wait past `max_wait_s`) or failed.
+within the SLO, served late, dropped (it would wait past its deployment's wait
+limit: `max_wait_s`, or what still fits the SLO under admission control) or failed.
 
 What the router sees: a group is dispatched with the texts it would keep in flight
 (its rate times its expected time in flight, Little's law), so the router's
@@ -220,7 +221,8 @@ class FluidState:
         capacity_seq_per_s = ready * curve.peak_seq_per_s
         before = self.backlog_seq[pool]
         after = before + arrivals_seq - capacity_seq_per_s * self.dt_s
-        limit = capacity_seq_per_s * scenario.max_wait_s
+        wait_limit_s = self.deployments[self.metro_of[pool]].wait_limit_s[pool]
+        limit = capacity_seq_per_s * wait_limit_s
         dropped_seq = min(arrivals_seq, max(0.0, after - limit))
         after = min(max(after, 0.0), limit)
         self.backlog_seq[pool] = after

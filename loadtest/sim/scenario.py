@@ -96,6 +96,19 @@ class Scenario:
     def curve(self, pool: str) -> ServiceCurve:
         return self.curves[self.base_of[pool]]
 
+    def wait_limit_s(self, pool: str, admission: bool) -> float:
+        """How long a request may queue at `pool` before it is given up.
+
+        Without admission control a client waits up to `max_wait_s`. With it (the
+        gateway's `admission`: refuse a request that would not be done within the
+        SLO) the queue is held to what still fits: SLO - RTT - two full batches
+        (the one in progress when the request reaches the front, and its own).
+        """
+        if not admission:
+            return self.max_wait_s
+        full_batch_s = self.curve(pool).batch_latency_s[-1]
+        return max(0.0, self.slo_s - self.rtt_s[pool] - 2 * full_batch_s)
+
     @property
     def mean_tokens(self) -> float:
         return self.demand.length_mix.mean_tokens

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from loadtest.sim.engine import EngineSettings, run
@@ -109,3 +111,25 @@ def test_preemption_moves_load_from_spot_to_on_demand():
     assert od_share(calm) < 0.05
     assert od_share(stormy) > 0.9
     assert stormy.slo_attainment > 0.99
+
+
+@pytest.mark.parametrize("engine", [None, RequestState], ids=["fluid", "per_request"])
+def test_admission_refuses_the_excess_and_keeps_the_rest_in_the_slo(engine):
+    # One replica, batches of one at 10 ms: 100 requests/s. 150/s arrive, so a
+    # third of them cannot be served at all. Queueing them all (a client waits up
+    # to max_wait_s = 2 s) makes nearly every request late; refusing what would not
+    # finish within the SLO (0.2 s - 2 x 10 ms of wait) refuses about that third and
+    # serves the rest in time.
+    scenario = world({"only": (1.0, False)}, batch_latency_s=(0.010,), slo_s=0.2)
+    trace = constant_trace(150.0, 300)
+    results = {}
+    for admission in (False, True):
+        setup = replace(static_setup({"only": 1}), admission=admission)
+        results[admission] = run(scenario, trace, setup, EngineSettings(dt_s=1), engine)
+
+    queued, admitted = results[False], results[True]
+    assert queued.slo_attainment < 0.1
+    assert admitted.outcome.dropped / admitted.arrivals == pytest.approx(
+        1 / 3, abs=0.05
+    )
+    assert admitted.slo_attainment == pytest.approx(2 / 3, abs=0.05)

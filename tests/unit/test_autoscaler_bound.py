@@ -1,0 +1,66 @@
+"""The forecast margin sized by an overload budget (router.autoscaler_bound)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from router.autoscaler_bound import UpperTracker, overload_margin
+
+
+def _share(errors: list[float], margin: float) -> float:
+    return sum(1 - math.exp(margin - e) for e in errors if e > margin) / len(errors)
+
+
+def test_one_large_error_costs_only_its_excess():
+    # 99 perfect forecasts and one peak twice the forecast (log error ln 2).
+    # Budget 0.002 over 100 horizons allows 0.2 of one horizon's requests above
+    # capacity: 1 - e^(m - ln 2) = 0.2 gives e^m = 2 x 0.8 = 1.6, m = ln 1.6.
+    errors = [0.0] * 99 + [math.log(2.0)]
+    margin = overload_margin(errors, 0.002, 3.0)
+    assert margin == pytest.approx(math.log(1.6))
+    # A 0.99 quantile of the same errors would be the whole ln 2.
+    assert margin < math.log(2.0)
+
+
+def test_the_margin_meets_the_budget_exactly_when_it_binds():
+    errors = [0.05 * (i % 7) - 0.1 for i in range(300)] + [0.5, 0.6, 0.9]
+    for budget in (0.01, 0.001, 0.0003):
+        margin = overload_margin(errors, budget, 3.0)
+        assert _share(errors, margin) == pytest.approx(budget, rel=1e-9)
+        # A hair less margin breaks the budget.
+        assert _share(errors, margin - 1e-6) > budget
+
+
+def test_no_positive_error_needs_no_margin_and_the_cap_holds():
+    assert overload_margin([-0.2, -0.1, 0.0], 0.001, 3.0) == 0.0
+    assert overload_margin([], 0.001, 3.0) == pytest.approx(math.log(3.0))
+    # One error of e^2 (7.4x) in one horizon: 1 - e^(m - 2) <= 1e-6 needs m ~ 2,
+    # past the cap of 3x.
+    assert overload_margin([2.0], 1e-6, 3.0) == pytest.approx(math.log(3.0))
+
+
+def test_tracker_uses_the_budget_in_place_of_the_quantile():
+    def tracker(budget):
+        return UpperTracker(
+            slot_s=60.0,
+            horizon_slots=1,
+            confidence=0.99,
+            max_multiple=3.0,
+            cap_multiple=10.0,
+            peak_window_s=10.0,
+            peak_memory_s=0.0,
+            overload_budget=budget,
+        )
+
+    by_quantile, by_budget = tracker(None), tracker(0.002)
+    # Forecast 100 req/s every slot; 99 slots come in at 100, one at 200.
+    rates = [100.0] * 50 + [200.0] + [100.0] * 50
+    for t in (by_quantile, by_budget):
+        for rate in rates:
+            t.close_slot(rate, 100.0)
+    # Errors are log((rate + 1/60) / (100 + 1/60)); the quantile takes the
+    # largest (about 2x), the budget about 1.6x (see the first test).
+    assert by_quantile.upper_rps(0.0, 100.0, 0.0) == pytest.approx(200.0, rel=1e-3)
+    assert by_budget.upper_rps(0.0, 100.0, 0.0) == pytest.approx(160.0, rel=1e-2)
