@@ -50,6 +50,7 @@ from loadtest.protocols import TargetConfig
 from loadtest.records import OK, Record
 from loadtest.runner import RunLimits, run_load
 from loadtest.summary import summarize
+from router.routing_settings import RouterSettings
 
 logger = logging.getLogger(__name__)
 
@@ -77,20 +78,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--half-life-s",
         type=float,
-        default=3.0,
-        help="router.half_life_s for this run (the config's default is 30 s)",
+        default=None,
+        help="router.half_life_s for this run (default: the config's)",
     )
     parser.add_argument(
         "--probe-interval-s",
         type=float,
-        default=5.0,
-        help="router.probe_interval_s for this run (the config's default is 10 s)",
+        default=None,
+        help="router.probe_interval_s for this run (default: the config's)",
     )
     parser.add_argument("--calibrate-s", type=float, default=6.0)
     parser.add_argument("--calibrate-concurrency", type=int, default=16)
     parser.add_argument("--rates", default="2,4,6,8,10,13,16,20")
-    parser.add_argument("--level-s", type=float, default=8.0)
-    parser.add_argument("--settle-s", type=float, default=2.0)
+    parser.add_argument("--level-s", type=float, default=16.0)
+    parser.add_argument("--settle-s", type=float, default=4.0)
     parser.add_argument("--shift-rps", type=float, default=5.0)
     parser.add_argument("--shift-before-s", type=float, default=15.0)
     parser.add_argument("--fault-s", type=float, default=20.0)
@@ -572,11 +573,13 @@ def main() -> int:
         print(f"routing_live: {TEXTS_CSV.name} not found; nothing measured")
         return 2
     texts = load_texts(TEXTS_CSV)
-    router_block = {
-        **load_config(args.config).router,
-        "half_life_s": args.half_life_s,
-        "probe_interval_s": args.probe_interval_s,
-    }
+    router_block = dict(load_config(args.config).router)
+    for name in ("half_life_s", "probe_interval_s"):
+        value = getattr(args, name)
+        if value is None:
+            # The config's value, else the router's default: what a user runs.
+            setattr(args, name, router_block.get(name, getattr(RouterSettings, name)))
+        router_block[name] = getattr(args, name)
     config = with_ports(load_config(args.config), args.http_port, args.grpc_port)
     config = config.model_copy(update={"router": router_block})
     bench = Bench(config, texts, args.seed)

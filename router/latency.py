@@ -68,7 +68,7 @@ class DecayingSketch:
         self._total_weight = 0.0
         self._total_value = 0.0
         self._top_bucket: int | None = None
-        self._cached_quantile: tuple[float, float] | None = None
+        self._cached_quantile: tuple[float, float, float] | None = None
 
     def add(self, value_s: float, now_s: float) -> None:
         if self._decay.needs_rescale(now_s):
@@ -92,28 +92,46 @@ class DecayingSketch:
             return None
         return self._total_value / self._total_weight
 
-    def quantile_s(self, quantile: float) -> float | None:
-        """The value below which `quantile` of the decayed weight lies."""
+    def quantile_s(
+        self, quantile: float, min_tail: float = 0.0, now_s: float | None = None
+    ) -> float | None:
+        """The value below which `quantile` of the decayed weight lies.
+
+        `min_tail` asks for evidence: the value must have at least that many
+        observations' worth of weight (as they count at `now_s`) above it, or the
+        `quantile` share if that is more. From few observations a tail quantile is
+        simply the largest one, so one slow request among twenty would make a
+        p99; with `min_tail` = 2 it takes two. The tail never reaches below the
+        median.
+        """
         if self._top_bucket is None:
             return None
+        tail_weight = (1.0 - quantile) * self._total_weight
+        # The plain quantile needs more than its share above it; evidence needs at
+        # least its count (less a rounding hair: weights are sums of exponentials).
+        at_least = False
+        if min_tail > 0 and now_s is not None:
+            half = 0.5 * self._total_weight
+            evidence = min(min_tail * self._decay.weight(now_s), half)
+            if evidence > tail_weight:
+                tail_weight, at_least = evidence, True
         cached = self._cached_quantile
-        if cached is not None and cached[0] == quantile:
-            return cached[1]
+        if cached is not None and cached[:2] == (quantile, tail_weight):
+            return cached[2]
 
         # Walk down from the top: for tail quantiles the walk is a few buckets long.
-        tail_weight = (1.0 - quantile) * self._total_weight
         above = 0.0
         index = self._top_bucket
         weights = self._weights
         while index > 0:
             above += weights[index]
-            if above > tail_weight:
+            if above >= tail_weight * (1.0 - 1e-9) if at_least else above > tail_weight:
                 break
             index -= 1
         while weights[index] <= 0 and index < self._top_bucket:
             index += 1
         value_s = self._value_sums[index] / weights[index]
-        self._cached_quantile = (quantile, value_s)
+        self._cached_quantile = (quantile, tail_weight, value_s)
         return value_s
 
     def effective_count(self, now_s: float) -> float:

@@ -337,9 +337,11 @@ class Router:
             observed_service_s = latency.service.mean_s()
             observed_total_s = None
         else:
-            rtt_s = latency.rtt.quantile_s(quantile)
-            observed_service_s = latency.service.quantile_s(quantile)
-            observed_total_s = latency.total.quantile_s(quantile)
+            now_s = self._clock()
+            evidence = self.settings.tail_min_observations
+            rtt_s = latency.rtt.quantile_s(quantile, evidence, now_s)
+            observed_service_s = latency.service.quantile_s(quantile, evidence, now_s)
+            observed_total_s = latency.total.quantile_s(quantile, evidence, now_s)
         if rtt_s is None:
             rtt_s = self._default_rtt_s
         own_s = rtt_s + num_texts / seq_per_s
@@ -376,26 +378,34 @@ class Router:
     ) -> CandidateEstimate | None:
         """A usable cloud unheard from for a probe interval, to refresh its estimate.
 
-        At most one probe per cloud per `probe_interval_s`; never to a cloud with no
+        At most one probe per cloud per `probe_interval_s`; under "slo_cost" a cloud
+        no cheaper than `chosen` waits `backup_probe_interval_s` instead (a fresh
+        estimate of it could not win the traffic back). Never to a cloud with no
         replica running, nor one predicted to miss the request's deadline.
         """
         if not self._probes:
             return None
-        horizon_s = now_s - self.settings.probe_interval_s
+        by_cost = isinstance(self._policy, SloCostPolicy)
         stalest: CandidateEstimate | None = None
-        stalest_contact_s = horizon_s
+        stalest_age_s = 0.0
         for candidate in pool:
             if candidate is chosen or math.isinf(candidate.predicted_latency_s):
                 continue
-            contact_s = self._by_name[candidate.cloud].last_contact_s
-            if contact_s > stalest_contact_s:
+            interval_s = self.settings.probe_interval_s
+            if (
+                by_cost
+                and candidate.cost_usd_per_request >= chosen.cost_usd_per_request
+            ):
+                interval_s = self.settings.backup_probe_interval_s
+            age_s = now_s - self._by_name[candidate.cloud].last_contact_s
+            if age_s < interval_s or age_s <= stalest_age_s:
                 continue
             if (
                 request.deadline_s is not None
                 and now_s + candidate.predicted_latency_s > request.deadline_s
             ):
                 continue
-            stalest, stalest_contact_s = candidate, contact_s
+            stalest, stalest_age_s = candidate, age_s
         return stalest
 
     def _no_cloud(

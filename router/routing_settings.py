@@ -20,8 +20,15 @@ class RouterSettings:
 
     slo_ms: float = 200.0
     quantile: float = 0.95
-    half_life_s: float = 30.0
-    probe_interval_s: float = 10.0
+    half_life_s: float = 10.0
+    # A cloud's tail estimate must rest on at least this many recent observations
+    # above it (decayed by the half-life), so one slow request never moves traffic.
+    tail_min_observations: float = 2.0
+    probe_interval_s: float = 5.0
+    # Under "slo_cost", a cloud no cheaper than the one chosen would not take the
+    # traffic back however fast it is; it matters as a spill and failover target
+    # only, and is probed this (longer) often, so probes cost little at low load.
+    backup_probe_interval_s: float = 60.0
     default_rtt_ms: float = 20.0
     default_seq_per_s_per_replica: float = 50.0
     breaker_consecutive_failures: int = 5
@@ -38,12 +45,18 @@ class RouterSettings:
             "slo_ms": self.slo_ms,
             "half_life_s": self.half_life_s,
             "probe_interval_s": self.probe_interval_s,
+            "backup_probe_interval_s": self.backup_probe_interval_s,
             "default_seq_per_s_per_replica": self.default_seq_per_s_per_replica,
             "breaker_window_s": self.breaker_window_s,
         }
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"router.{name} must be > 0, got {value}")
+        if self.tail_min_observations < 0:
+            raise ConfigError(
+                "router.tail_min_observations must be >= 0, got "
+                f"{self.tail_min_observations}"
+            )
         if not 0.0 < self.quantile < 1.0:
             raise ConfigError(f"router.quantile must be in (0, 1), got {self.quantile}")
         if not 0.0 < self.breaker_error_rate <= 1.0:

@@ -131,3 +131,30 @@ def test_calibrated_capacity_beats_observed_rate_which_beats_the_default() -> No
     assert effective_seq_per_s(200.0, 30.0, 50.0) == 200.0
     assert effective_seq_per_s(None, 30.0, 50.0) == 30.0
     assert effective_seq_per_s(None, None, 50.0) == 50.0
+
+
+def test_a_tail_needs_evidence_beyond_one_slow_observation():
+    # 20 requests at 50 ms and one at 400 ms, all just now (no decay yet). The
+    # slow one is 1/21 = 4.8 % of the weight, so it is the plain p99; asking for
+    # two observations above the tail moves it to the fast ones.
+    sketch = DecayingSketch(half_life_s=10.0, start_s=0.0)
+    for _ in range(20):
+        sketch.add(0.05, 0.0)
+    sketch.add(0.4, 0.0)
+    assert sketch.quantile_s(0.99) == pytest.approx(0.4)
+    assert sketch.quantile_s(0.99, min_tail=2.0, now_s=0.0) == pytest.approx(0.05)
+    # A second slow request is evidence enough.
+    sketch.add(0.4, 0.0)
+    assert sketch.quantile_s(0.99, min_tail=2.0, now_s=0.0) == pytest.approx(0.4)
+    # Ten seconds on, the two slow ones count as one fresh observation
+    # (2 x 2**-1): the tail needs two, so it is the fast ones again.
+    assert sketch.quantile_s(0.99, min_tail=2.0, now_s=10.0) == pytest.approx(0.05)
+
+
+def test_the_evidence_rule_never_reaches_below_the_median():
+    # Two observations, one slow: "two above the tail" would be both, but the tail
+    # stops at half the weight, so the estimate is the slow one, not the fast.
+    sketch = DecayingSketch(half_life_s=10.0, start_s=0.0)
+    sketch.add(0.05, 0.0)
+    sketch.add(0.4, 0.0)
+    assert sketch.quantile_s(0.99, min_tail=2.0, now_s=0.0) == pytest.approx(0.4)

@@ -209,11 +209,13 @@ def test_load_leaves_a_slow_cloud_and_returns_when_it_recovers() -> None:
     cheap_service_s = 0.05  # recovered: probes see it while old slow samples decay
     recovered = run_until(120.0)
     back_s = next(t for t, d in recovered if d.cloud == "cheap" and d.reason != "probe")
-    # The last slow probes (every 2 s up to t=58.35) weigh about
-    # 2**(58.35/5) / (1 - 2**-0.4) and the fast ones (from t=60.35) up to t about
-    # 2**(t/5) / (1 - 2**-0.4); p95 turns fast once slow < 5 %:
-    # t > 58.35 + 5 * log2(20) = 79.96, i.e. at the probe at t=80.35.
-    assert 80.0 < back_s < 80.5
+    # The slow probes (every 2 s up to t=58.35) weigh, in fresh observations,
+    #   S(t) = 2**((58.35 - t)/5) / (1 - 2**-0.4) = 4.13 * 2**((58.35 - t)/5),
+    # plus about 0.1 from the slow requests "cheap" took at t=20 before the spill.
+    # The p95 alone would wait until S is below 5 % of all weight (t ~ 80 s); the
+    # tail must rest on at least 2 observations (tail_min_observations), so it turns
+    # fast once S(t) + 0.1 <= 2: t = 58.35 + 5 * log2(4.13 / 1.9) = 63.95.
+    assert 63.5 < back_s < 64.5
     assert all(
         d.cloud == "cheap" for t, d in recovered if t > back_s and d.reason != "probe"
     )
@@ -221,31 +223,60 @@ def test_load_leaves_a_slow_cloud_and_returns_when_it_recovers() -> None:
 
 def test_probes_a_silent_cloud_once_per_interval_and_no_more() -> None:
     clock = ManualClock()
-    router = _router(clock, probe_interval_s=10.0)
+    # "cheap" is slow (300 ms > 200 ms SLO), so "dear" takes the traffic and
+    # "cheap", which would win it back, is probed every probe_interval_s; "dear"
+    # is known to be fast. The backup interval is not reached in this run.
+    router = _router(clock, probe_interval_s=10.0, backup_probe_interval_s=100.0)
+    for cloud in ("cheap", "dear"):
+        router.set_capacity(cloud, 100.0)  # price per request from capacity
+    for _ in range(5):
+        router.on_dispatch("cheap", 1)
+        router.on_complete("cheap", num_texts=1, rtt_s=0.01, service_s=0.3, ok=True)
+    _observe(router, "dear", 5, rtt_s=0.01, service_s=0.01)
     probes = []
     # 128 requests/s for 60 s; none ever completes, so probes cannot refresh
-    # "dear" and only the interval bounds them.
+    # "cheap" and only the interval bounds them.
     for step in range(128 * 60):
         clock.set(step / 128)
-        router.set_replicas("cheap", 1000)  # room for the growing backlog
+        router.set_replicas("dear", 1000)  # room for the growing backlog
         decision = router.choose(RouteRequest())
         router.on_dispatch(decision.cloud, 1)
         if decision.reason == "probe":
             probes.append((clock(), decision.cloud))
 
-    # "dear" was last heard from at t=0 (start): probes at t = 10, 20, 30, 40, 50.
+    # "cheap" was last heard from at t=0: probes at t = 10, 20, 30, 40, 50.
     assert probes == [
-        (10.0, "dear"),
-        (20.0, "dear"),
-        (30.0, "dear"),
-        (40.0, "dear"),
-        (50.0, "dear"),
+        (10.0, "cheap"),
+        (20.0, "cheap"),
+        (30.0, "cheap"),
+        (40.0, "cheap"),
+        (50.0, "cheap"),
     ]
+
+
+def test_a_dearer_cloud_is_probed_only_at_the_backup_interval() -> None:
+    clock = ManualClock()
+    router = _router(clock, probe_interval_s=5.0, backup_probe_interval_s=60.0)
+    probes = []
+    # Two requests a second for 150 s, all answered at once within the SLO by
+    # "cheap": "dear" could not win them, so it is probed at t = 60 and 120 only,
+    # 2 of 300 requests where a 5 s interval would have spent 29.
+    for step in range(2 * 150):
+        clock.set(step / 2)
+        decision = router.choose(RouteRequest())
+        router.on_dispatch(decision.cloud, 1)
+        router.on_complete(
+            decision.cloud, num_texts=1, rtt_s=0.01, service_s=0.01, ok=True
+        )
+        if decision.reason == "probe":
+            probes.append((clock(), decision.cloud))
+
+    assert probes == [(60.0, "dear"), (120.0, "dear")]
 
 
 def test_no_probe_when_the_deadline_cannot_absorb_it() -> None:
     clock = ManualClock()
-    router = _router(clock, probe_interval_s=1.0)
+    router = _router(clock, probe_interval_s=1.0, backup_probe_interval_s=1.0)
     _observe(router, "cheap", 5, rtt_s=0.01, service_s=0.01)
     clock.advance(5.0)
     _observe(router, "cheap", 5, rtt_s=0.01, service_s=0.01)
@@ -475,3 +506,24 @@ def test_each_decision_is_logged_at_debug_with_every_candidate(
     # cheap: 20 ms + 0 wait + 30 ms = 50 ms; $1/h / (100/s * 3600 s) = $2.78e-06.
     assert "cheap:latency_ms=50.0:usd_per_request=2.78e-06" in message
     assert "dear:latency_ms=" in message
+
+
+def test_one_slow_request_at_low_load_does_not_move_traffic() -> None:
+    clock = ManualClock()
+    router = _router(clock, slo_ms=150.0, quantile=0.99, half_life_s=3.0)
+    for cloud in ("cheap", "dear"):
+        router.set_capacity(cloud, 100.0)
+    # Two requests a second for 10 s at 100 ms: about 2 x 3 / ln 2 = 8.7
+    # observations' worth of weight, so one slow request is over 1 % of it and
+    # would be the plain p99.
+    for _ in range(20):
+        _observe(router, "cheap", 1, rtt_s=0.075, service_s=0.025)
+        clock.advance(0.5)
+    _observe(router, "dear", 5, rtt_s=0.02, service_s=0.02)
+    _observe(router, "cheap", 1, rtt_s=0.075, service_s=0.2)  # 275 ms
+
+    assert router.choose(RouteRequest()).cloud == "cheap"
+    # A second one is evidence of a slow tail: traffic spills.
+    _observe(router, "cheap", 1, rtt_s=0.075, service_s=0.2)
+    decision = router.choose(RouteRequest())
+    assert (decision.cloud, decision.reason) == ("dear", "spill")
