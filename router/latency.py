@@ -112,7 +112,12 @@ class DecayingSketch:
         at_least = False
         if min_tail > 0 and now_s is not None:
             half = 0.5 * self._total_weight
-            evidence = min(min_tail * self._decay.weight(now_s), half)
+            # min_tail fresh observations in stored weight, capped at half; in logs,
+            # since after hours without one a fresh weight overflows a float.
+            if self._decay.exponent(now_s) >= math.log(half / min_tail):
+                evidence = half
+            else:
+                evidence = min_tail * self._decay.weight(now_s)
             if evidence > tail_weight:
                 tail_weight, at_least = evidence, True
         cached = self._cached_quantile

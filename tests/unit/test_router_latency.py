@@ -158,3 +158,14 @@ def test_the_evidence_rule_never_reaches_below_the_median():
     sketch.add(0.05, 0.0)
     sketch.add(0.4, 0.0)
     assert sketch.quantile_s(0.99, min_tail=2.0, now_s=0.0) == pytest.approx(0.4)
+
+
+def test_the_evidence_rule_survives_a_cloud_silent_for_days():
+    # Three days without an observation: a fresh weight would be 2**(259200/10),
+    # far past a float; the estimate is simply the median-capped tail.
+    sketch = DecayingSketch(half_life_s=10.0, start_s=0.0)
+    for value in (0.05, 0.05, 0.05, 0.4):
+        sketch.add(value, 0.0)
+    assert sketch.quantile_s(0.99, min_tail=2.0, now_s=3 * 86_400.0) == pytest.approx(
+        0.05
+    )
