@@ -7,10 +7,12 @@ sooner, so the peak of the upper bound over every slot up to the horizon (and th
 rate just observed, against forecasts that lag a flash crowd) is the rate to serve.
 
 Capacity within the SLO comes from the Erlang C model (router.queueing): `c`
-replicas of a cloud carry the highest rate at which P(wait > SLO - batch service
-time - network) <= 1 - quantile. That table is not linear in `c` (pooled servers
-gain), so the choice of counts is a small mixed-integer program solved exactly with
-scipy.optimize.milp (HiGHS): one binary per (cloud, count) pair, exactly one count
+replicas of a cloud carry the highest rate at which P(wait > SLO - the request's
+service time - network) <= 1 - quantile, the service time being one batch, or as
+many batches as a request with more texts than the operating batch needs. That
+table is not linear in `c` (pooled servers gain), so the choice of counts is a
+small mixed-integer program solved exactly with scipy.optimize.milp (HiGHS): one
+binary per (cloud, count) pair, exactly one count
 per cloud, minimise price x count subject to summed capacity >= the rate. A tiny
 cost per replica changed breaks ties toward the current counts.
 
@@ -143,6 +145,12 @@ class Autoscaler:
             settings.peak_memory_s,
             warmup_slots=round((forecaster.settings.season_s or 0.0) / self._slot_s),
             overload_budget=settings.overload_budget,
+            season_slots=forecaster.settings.season_slots,
+            margin_window_slots=(
+                None
+                if settings.margin_window_s is None
+                else round(settings.margin_window_s / self._slot_s)
+            ),
         )
 
     def set_available(self, cloud: str, available: bool) -> None:
@@ -301,7 +309,10 @@ class Autoscaler:
                 self._points.clear()
             self._points[point_key] = point
         service_rate = point.seq_per_s / self._seq_per_request
-        budget_s = settings.slo_s - point.service_s - self._network_s[cloud]
+        # A request's own time in the replica: its texts ride one batch, or as many
+        # as it takes when it has more texts than the operating batch holds.
+        batches = max(1, math.ceil(self._seq_per_request / point.batch_size - 1e-9))
+        budget_s = settings.slo_s - batches * point.service_s - self._network_s[cloud]
         last = max(spec.max_replicas, 0 if up_to is None else up_to)
         key = (cloud, service_rate, budget_s, float(last))
         table = self._tables.get(key)

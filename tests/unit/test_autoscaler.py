@@ -107,6 +107,24 @@ def test_pooled_replicas_carry_more_each_than_one_alone() -> None:
     assert eight < 8 * 20.0
 
 
+def test_a_request_with_more_texts_than_a_batch_waits_for_all_its_batches() -> None:
+    autoscaler, clock = _autoscaler([_cloud("a", 1.0)])
+    assert autoscaler.capacity_rps("a", 4) > 0  # one text per request: fits
+    # Requests of 5 texts on batches of 1 at 50 ms: each request is 5 batches,
+    # 250 ms of service, past the 200 ms SLO however short the wait, so a replica
+    # of this cloud carries nothing within the SLO, fast as it runs in total.
+    # (The texts per request are smoothed, 0.2 a slot: 30 slots take it to 4.995.)
+    for _ in range(30):
+        _feed_slot_of(autoscaler, clock, requests=60, texts_per_request=5)
+    assert autoscaler.capacity_rps("a", 4) == 0.0
+
+
+def _feed_slot_of(autoscaler, clock, requests: int, texts_per_request: int) -> None:
+    texts = requests * texts_per_request
+    autoscaler.observe(requests, texts, 32 * texts)
+    clock.advance(SLOT_S)
+
+
 # The choice of counts.
 
 
