@@ -34,6 +34,8 @@ class UpperTracker:
         peak_memory_s: float,
         warmup_slots: int = 0,
         overload_budget: float | None = None,
+        season_slots: int | None = None,
+        margin_window_slots: int | None = None,
     ) -> None:
         self.slot_s = slot_s
         self.horizon_slots = max(1, horizon_slots)
@@ -44,11 +46,14 @@ class UpperTracker:
         self.peak_memory_s = peak_memory_s
         self.warmup_slots = warmup_slots
         self.overload_budget = overload_budget
+        self.season_slots = season_slots
+        self.margin_window_slots = margin_window_slots
         self._closed_slots = 0
         self._eps_rps = 1.0 / slot_s  # one request per slot: keeps log finite
         self._slot_rates: deque[float] = deque(maxlen=max(1, int(DAY_S / slot_s)))
         self._issued: deque[float] = deque(maxlen=self.horizon_slots)
-        self._errors: deque[float] = deque(maxlen=2 * int(DAY_S / slot_s))
+        # (slot number, log error), the slot being the last one the error covers.
+        self._errors: deque[tuple[int, float]] = deque(maxlen=2 * int(DAY_S / slot_s))
         self._log_margin: float | None = None
         self._peaks: deque[tuple[float, float]] = deque()
         self._last_observe_s: float | None = None
@@ -83,7 +88,10 @@ class UpperTracker:
             issued = self._issued[0]
             realised = max(list(self._slot_rates)[-self.horizon_slots :])
             self._errors.append(
-                math.log((realised + self._eps_rps) / (issued + self._eps_rps))
+                (
+                    self._closed_slots,
+                    math.log((realised + self._eps_rps) / (issued + self._eps_rps)),
+                )
             )
             if len(self._errors) >= _MIN_ERRORS:
                 self._log_margin = self._margin()
@@ -91,11 +99,32 @@ class UpperTracker:
 
     def _margin(self) -> float:
         """Log margin: a quantile of the errors, or the overload budget's."""
+        errors = self._errors_near_this_time()
         if self.overload_budget is None:
-            ordered = sorted(self._errors)
+            ordered = sorted(errors)
             rank = min(len(ordered) - 1, int(self.confidence * len(ordered)))
             return ordered[rank]
-        return overload_margin(self._errors, self.overload_budget, self.max_multiple)
+        return overload_margin(errors, self.overload_budget, self.max_multiple)
+
+    def _errors_near_this_time(self) -> list[float]:
+        """The errors made at this time of day (within the margin window) on past
+        days, if there are enough of them; else every error kept.
+
+        Ramps come at the same hours (a match, office hours), so the errors that
+        say how far traffic may outrun the forecast in the next horizon are those
+        of the same hours before, not those of the whole day.
+        """
+        every = [e for _, e in self._errors]
+        season, window = self.season_slots, self.margin_window_slots
+        if not season or window is None:
+            return every
+        ahead = self._closed_slots + self.horizon_slots
+        near = [
+            e
+            for slot, e in self._errors
+            if min((slot - ahead) % season, (ahead - slot) % season) <= window
+        ]
+        return near if len(near) >= _MIN_ERRORS else every
 
     def upper_rps(
         self, now_s: float, mean_rps: float, forecaster_upper_rps: float

@@ -28,6 +28,9 @@ class AutoscalerSettings:
     # share of requests above capacity is at most this (autoscaler_bound), in
     # place of the `forecast_confidence` quantile of the errors.
     overload_budget: float | None = None
+    # If set (with a daily season), the margin comes from the errors made within
+    # this many seconds of the same time of day on the days kept, not all of them.
+    margin_window_s: float | None = None
     demand_smoothing: float = 0.2
     change_penalty_usd_per_hour: float = 1e-3
     # The served rate: forecast mean x at most this (log-space error quantile)...
@@ -70,6 +73,10 @@ class AutoscalerSettings:
             raise ConfigError(
                 f"autoscaler.overload_budget must be in (0, 1), got "
                 f"{self.overload_budget}"
+            )
+        if self.margin_window_s is not None and self.margin_window_s < 0:
+            raise ConfigError(
+                f"autoscaler.margin_window_s must be >= 0, got {self.margin_window_s}"
             )
         if self.upper_max_multiple < 1 or self.upper_cap_multiple < 1:
             raise ConfigError("autoscaler upper multiples must be >= 1")

@@ -66,8 +66,11 @@ class Setup:
 
 # Share of the SLO's miss budget (1 - quantile) that forecast errors may spend:
 # the margin is sized so that requests above capacity (refused by admission
-# control) average at most this share; outages and queueing spend the rest.
-FORECAST_SHARE_OF_MISS_BUDGET = 0.3
+# control) average at most this share; outages and queueing spend the rest. The
+# errors are those made within MARGIN_WINDOW_S of the same time of day on the
+# days kept (a few hundred, not a few thousand), hence a tenth, not more.
+FORECAST_SHARE_OF_MISS_BUDGET = 0.1
+MARGIN_WINDOW_S = 3600.0
 
 
 def _forecasting_scaler(interval_s: float) -> ScalerFactory:
@@ -81,6 +84,7 @@ def _forecasting_scaler(interval_s: float) -> ScalerFactory:
             # quantile the SLO is stated at.
             forecast_confidence=scenario.quantile,
             overload_budget=FORECAST_SHARE_OF_MISS_BUDGET * (1 - scenario.quantile),
+            margin_window_s=MARGIN_WINDOW_S,
         )
         forecaster = Forecaster(forecaster_settings(settings), clock)
         scaler = Autoscaler(pools, scenario.demand, forecaster, settings, clock)

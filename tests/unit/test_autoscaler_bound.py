@@ -64,3 +64,37 @@ def test_tracker_uses_the_budget_in_place_of_the_quantile():
     # largest (about 2x), the budget about 1.6x (see the first test).
     assert by_quantile.upper_rps(0.0, 100.0, 0.0) == pytest.approx(200.0, rel=1e-3)
     assert by_budget.upper_rps(0.0, 100.0, 0.0) == pytest.approx(160.0, rel=1e-2)
+
+
+def test_the_margin_window_takes_the_errors_of_this_time_of_day():
+    # A "day" of 100 slots, horizon 1: the forecast is 100 req/s every slot and
+    # traffic comes in at 100, except a ramp to 300 in slots 40-49 of each day.
+    def tracker(window):
+        return UpperTracker(
+            slot_s=60.0,
+            horizon_slots=1,
+            confidence=0.99,
+            max_multiple=5.0,
+            cap_multiple=10.0,
+            peak_window_s=10.0,
+            peak_memory_s=0.0,
+            season_slots=100,
+            margin_window_slots=window,
+        )
+
+    def day():
+        return [300.0 if 40 <= i < 50 else 100.0 for i in range(100)]
+
+    whole, windowed = tracker(None), tracker(15)
+    for t in (whole, windowed):
+        for rate in day() + day() + day()[:10]:
+            t.close_slot(rate, 100.0)
+    # 210 slots closed: the next horizon is slot 211, position 11 of the day. Its
+    # window (positions 96-26) holds no ramp, so no margin; the whole day's
+    # errors hold 20 ramp slots of 209 (about 10 %), so the 0.99 quantile is 3x.
+    assert windowed.upper_rps(0.0, 100.0, 0.0) == pytest.approx(100.0, rel=1e-3)
+    assert whole.upper_rps(0.0, 100.0, 0.0) == pytest.approx(300.0, rel=1e-3)
+    # Nearer the ramp (position 36: window 21-51) the ramp counts again.
+    for rate in day()[10:35]:
+        windowed.close_slot(rate, 100.0)
+    assert windowed.upper_rps(0.0, 100.0, 0.0) == pytest.approx(300.0, rel=1e-3)
