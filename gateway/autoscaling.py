@@ -52,6 +52,7 @@ from router.forecast import Forecaster
 logger = logging.getLogger(__name__)
 
 # The replica's custom autoscaling metrics: running totals since it started.
+REQUESTS_METRIC = "bertgw_requests_served"
 TEXTS_METRIC = "bertgw_texts_served"
 TOKENS_METRIC = "bertgw_tokens_served"
 STATUS_KEY_PREFIX = "bertgw_autoscale"
@@ -73,9 +74,11 @@ class PoolSnapshot:
     cloud: str
     now_s: float
     running_replicas: int
-    # Per replica: texts and tokens served since it started (running totals).
+    # Per replica: texts, tokens and client requests served since it started
+    # (running totals).
     texts_by_replica: Mapping[str, float] = field(default_factory=dict)
     tokens_by_replica: Mapping[str, float] = field(default_factory=dict)
+    requests_by_replica: Mapping[str, float] = field(default_factory=dict)
 
 
 def snapshot_from_context(ctx: Any, cloud: str) -> PoolSnapshot:
@@ -96,6 +99,7 @@ def snapshot_from_context(ctx: Any, cloud: str) -> PoolSnapshot:
         running_replicas=int(ctx.current_num_replicas),
         texts_by_replica=latest(TEXTS_METRIC),
         tokens_by_replica=latest(TOKENS_METRIC),
+        requests_by_replica=latest(REQUESTS_METRIC),
     )
 
 
@@ -119,6 +123,7 @@ class RunningTotals:
 
 @dataclass
 class _CloudCounters:
+    requests: RunningTotals = field(default_factory=RunningTotals)
     texts: RunningTotals = field(default_factory=RunningTotals)
     tokens: RunningTotals = field(default_factory=RunningTotals)
 
@@ -153,7 +158,7 @@ class FleetScaler:
         }
         self.decision: ScaleDecision | None = None
         self._decided_s: float | None = None
-        self._observed_texts = 0.0
+        self._observed_requests = 0.0
         self._window_start_s: float | None = None
         self.observed_rps: float | None = None
 
@@ -166,16 +171,21 @@ class FleetScaler:
         if self._window_start_s is None:
             self._window_start_s = now_s
 
+        requests = counters.requests.advance(snapshot.requests_by_replica)
         texts = counters.texts.advance(snapshot.texts_by_replica)
         tokens = counters.tokens.advance(snapshot.tokens_by_replica)
         if texts > 0:
             if tokens <= 0:
                 tokens = texts * DEFAULT_TOKENS_PER_TEXT
-            # A coalesced replica call carries several requests: texts are counted
-            # as requests of one sequence, so rates are texts per second.
-            count = int(round(texts))
-            self.autoscaler.observe(count, count, int(round(tokens)))
-            self._observed_texts += texts
+            # Replicas count the client requests each merged call carried, so the
+            # autoscaler sees request rates and texts per request (a 4-text request
+            # takes 4 texts' time); one that reports none counts a text a request.
+            if requests <= 0:
+                requests = texts
+            self.autoscaler.observe(
+                int(round(requests)), int(round(texts)), int(round(tokens))
+            )
+            self._observed_requests += requests
         self.running[snapshot.cloud] = snapshot.running_replicas
 
         due = self._decided_s is None or now_s - self._decided_s >= self._interval_s
@@ -183,8 +193,8 @@ class FleetScaler:
             self.decision = self.autoscaler.decide(self.running)
             if self._decided_s is not None:
                 span_s = max(now_s - self._decided_s, 1e-9)
-                self.observed_rps = self._observed_texts / span_s
-            self._observed_texts = 0.0
+                self.observed_rps = self._observed_requests / span_s
+            self._observed_requests = 0.0
             self._decided_s = now_s
             if self._publish is not None:
                 self._publish(self.status())
@@ -414,14 +424,19 @@ def counting_replica() -> Any:
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
+            self._requests_served = 0
             self._texts_served = 0
             self._tokens_served = 0
 
         async def classify(
-            self, texts: Sequence[str], return_probabilities: bool = False
+            self,
+            texts: Sequence[str],
+            return_probabilities: bool = False,
+            num_requests: int = 1,
         ) -> list[Any]:
+            self._requests_served += num_requests
             self._texts_served += len(texts)
-            replies = await super().classify(texts, return_probabilities)
+            replies = await super().classify(texts, return_probabilities, num_requests)
             self._tokens_served += sum(
                 r.num_tokens for reply in replies for r in reply.results
             )
@@ -429,6 +444,7 @@ def counting_replica() -> Any:
 
         def record_autoscaling_stats(self) -> dict[str, float]:
             return {
+                REQUESTS_METRIC: float(self._requests_served),
                 TEXTS_METRIC: float(self._texts_served),
                 TOKENS_METRIC: float(self._tokens_served),
             }

@@ -49,7 +49,9 @@ class InProcessPool(CoalescingPool):
         runtime = self._runtimes[model]
         labels = self._labels[model]
 
-        async def call(texts: list[str], want_probs: bool) -> list[ReplicaReply]:
+        async def call(
+            texts: list[str], want_probs: bool, num_requests: int
+        ) -> list[ReplicaReply]:
             start_s = time.perf_counter()
             try:
                 preds = await asyncio.to_thread(

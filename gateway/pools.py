@@ -72,7 +72,8 @@ class ReplicaPool(Protocol):
     def set_running_replicas(self, count: int) -> None: ...
 
 
-CallReplica = Callable[[list[str], bool], Awaitable[list[ReplicaReply]]]
+# (texts, want probabilities, number of client requests the texts came from).
+CallReplica = Callable[[list[str], bool, int], Awaitable[list[ReplicaReply]]]
 
 
 @dataclass
@@ -136,7 +137,7 @@ class Coalescer:
             flat = [t for w in group for t in w.texts]
             want_probs = any(w.return_probabilities for w in group)
             try:
-                replies = await self._call(flat, want_probs)
+                replies = await self._call(flat, want_probs, len(group))
                 merged = _merge(replies, len(flat))
             except (Exception, asyncio.CancelledError) as exc:
                 # Handed to every waiter; a cancelled call means the pool lost its
@@ -264,9 +265,11 @@ class ServePool(CoalescingPool):
     def _caller(self, model: str) -> CallReplica:
         handle = self._handles[model]
 
-        async def call(texts: list[str], want_probs: bool) -> list[ReplicaReply]:
+        async def call(
+            texts: list[str], want_probs: bool, num_requests: int
+        ) -> list[ReplicaReply]:
             try:
-                return await handle.classify.remote(texts, want_probs)
+                return await handle.classify.remote(texts, want_probs, num_requests)
             except Exception as exc:
                 if _is_backpressure(exc):
                     raise Overloaded(

@@ -113,9 +113,15 @@ class ClassifierReplica:
         return ray.get_runtime_context().get_node_id()
 
     async def classify(
-        self, texts: Sequence[str], return_probabilities: bool = False
+        self,
+        texts: Sequence[str],
+        return_probabilities: bool = False,
+        num_requests: int = 1,
     ) -> list[ReplicaReply]:
-        """Classifies `texts`, in chunks of at most `max_batch_size`; one reply each."""
+        """Classifies `texts`, in chunks of at most `max_batch_size`; one reply each.
+
+        `num_requests` is how many client requests the gateway merged into `texts`
+        (counted for the autoscaler, see gateway.autoscaling)."""
         now_s = time.perf_counter()
         chunks = [
             tuple(texts[i : i + self._max_batch_size])

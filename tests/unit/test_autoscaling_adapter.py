@@ -190,6 +190,34 @@ def test_fleet_scales_the_cheap_cloud_for_the_summed_rate(tmp_path: Path) -> Non
     )
 
 
+def test_fleet_counts_requests_and_their_texts_when_replicas_report_both(
+    tmp_path: Path,
+) -> None:
+    fleet = build_fleet(_config(tmp_path), "demo", SnapshotClock(0.0), SHAPE)
+
+    # The cheap cloud serves 5 requests of 4 texts per 0.5 s step: 10 requests/s,
+    # 40 texts/s. The rate the autoscaler plans for is in requests, and it learns
+    # the texts per request (smoothed 0.2 a decision slot: after 19 slots of
+    # 1 s it is 1 + 3 x (1 - 0.8**19) = 3.96).
+    requests = texts = 0.0
+    for step in range(40):
+        now_s = 0.5 * step
+        requests += 5.0
+        texts += 20.0
+        fleet.on_snapshot(
+            PoolSnapshot(
+                "cheap",
+                now_s,
+                1,
+                {"r1": texts},
+                {"r1": 32.0 * texts},
+                {"r1": requests},
+            )
+        )
+    assert fleet.observed_rps == pytest.approx(10.0)
+    assert fleet.autoscaler._seq_per_request == pytest.approx(4.0, abs=0.1)
+
+
 def test_policy_holds_the_current_target_when_the_decision_fails() -> None:
     # A config that cannot be parsed: the policy must not crash Serve's loop.
     policy = CloudPoolPolicy(config={"models": []}, model="demo", cloud="cheap")
