@@ -119,7 +119,8 @@ class Deployment:
         self.scaler: Scaler = setup.make_scaler(scenario, self.pools, clock)
         self.names = tuple(p.name for p in self.pools)
         self.wait_limit_s = {
-            p.name: scenario.wait_limit_s(p.name, setup.admission) for p in self.pools
+            p.name: scenario.wait_limit_s(p.name, setup.admission_slo_fraction)
+            for p in self.pools
         }
         self.load_aware = isinstance(self.scaler, LoadAware)
 

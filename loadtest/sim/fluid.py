@@ -9,7 +9,7 @@ in FIFO order, and within a step each request also sees the batching residual
 (the batch in progress) whose share over the SLO is computed exactly for the
 step's per-replica load. A request is classified once, when it arrives, as served
 within the SLO, served late, dropped (it would wait past its deployment's wait
-limit: `max_wait_s`, or what still fits the SLO under admission control) or failed.
+limit: `Scenario.wait_limit_s`) or failed.
 
 What the router sees: a group is dispatched with the texts it would keep in flight
 (its rate times its expected time in flight, Little's law), so the router's

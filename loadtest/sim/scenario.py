@@ -96,18 +96,20 @@ class Scenario:
     def curve(self, pool: str) -> ServiceCurve:
         return self.curves[self.base_of[pool]]
 
-    def wait_limit_s(self, pool: str, admission: bool) -> float:
+    def wait_limit_s(self, pool: str, admission_slo_fraction: float | None) -> float:
         """How long a request may queue at `pool` before it is given up.
 
-        Without admission control a client waits up to `max_wait_s`. With it (the
-        gateway's `admission`: refuse a request that would not be done within the
-        SLO) the queue is held to what still fits: SLO - RTT - two full batches
-        (the one in progress when the request reaches the front, and its own).
+        Without admission control (None) a client waits up to `max_wait_s`. With
+        it, the gateway's rule (gateway.dispatch): refuse a request whose texts in
+        flight ahead of it plus its own, at the pool's throughput, would take more
+        than `admission_slo_fraction` x SLO; what is in flight includes the round
+        trip, so the queue may hold fraction x SLO - RTT - the request's own time.
         """
-        if not admission:
+        if admission_slo_fraction is None:
             return self.max_wait_s
-        full_batch_s = self.curve(pool).batch_latency_s[-1]
-        return max(0.0, self.slo_s - self.rtt_s[pool] - 2 * full_batch_s)
+        own_s = self.seq_per_request / self.curve(pool).peak_seq_per_s
+        budget_s = admission_slo_fraction * self.slo_s - self.rtt_s[pool] - own_s
+        return max(0.0, budget_s)
 
     @property
     def mean_tokens(self) -> float:

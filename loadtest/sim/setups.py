@@ -54,10 +54,12 @@ class Setup:
     routing_policy: str
     make_scaler: ScalerFactory
     decision_interval_s: float
-    # The gateway refuses a request that would not finish within the SLO instead
-    # of queueing it (gateway.dispatch admission); Ray Serve's and SkyServe's
-    # defaults queue without bound, so their clients wait until they give up.
-    admission: bool = True
+    # The gateway refuses a request that would not finish within this share of
+    # the SLO instead of queueing it (admission.max_predicted_wait_slo_fraction);
+    # 0.8 leaves the batch in progress and the request's own batch room within a
+    # tight SLO. Ray Serve's and SkyServe's defaults queue without bound (None),
+    # so their clients wait until they give up.
+    admission_slo_fraction: float | None = 0.8
 
     def pools(self, scenario: Scenario, metro: str) -> tuple[CloudSpec, ...]:
         """The pools this setup deploys for a metro: all in reach by default."""
@@ -150,10 +152,14 @@ SETUPS: dict[str, Setup] = {
             "p2c_queue",
             _queue_length_scaler,
             QueueLengthSettings().decision_interval_s,
-            admission=False,
+            admission_slo_fraction=None,
         ),
         SkyServeSetup(
-            "skyserve_like", "p2c_queue", _qps_scaler(0.7), 20.0, admission=False
+            "skyserve_like",
+            "p2c_queue",
+            _qps_scaler(0.7),
+            20.0,
+            admission_slo_fraction=None,
         ),
         Setup(
             "latency_only",

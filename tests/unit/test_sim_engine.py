@@ -118,13 +118,14 @@ def test_admission_refuses_the_excess_and_keeps_the_rest_in_the_slo(engine):
     # One replica, batches of one at 10 ms: 100 requests/s. 150/s arrive, so a
     # third of them cannot be served at all. Queueing them all (a client waits up
     # to max_wait_s = 2 s) makes nearly every request late; refusing what would not
-    # finish within the SLO (0.2 s - 2 x 10 ms of wait) refuses about that third and
+    # finish within 0.8 of the SLO (0.16 s - 10 ms of wait) refuses about that third and
     # serves the rest in time.
     scenario = world({"only": (1.0, False)}, batch_latency_s=(0.010,), slo_s=0.2)
     trace = constant_trace(150.0, 300)
     results = {}
     for admission in (False, True):
-        setup = replace(static_setup({"only": 1}), admission=admission)
+        fraction = 0.8 if admission else None
+        setup = replace(static_setup({"only": 1}), admission_slo_fraction=fraction)
         results[admission] = run(scenario, trace, setup, EngineSettings(dt_s=1), engine)
 
     queued, admitted = results[False], results[True]
