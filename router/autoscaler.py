@@ -351,8 +351,17 @@ class Autoscaler:
                 return solution, ["on_demand_floor_relaxed"]
             notes.append("on_demand_floor_relaxed")
         logger.warning("event=demand_exceeds_max upper_rps=%.2f", rate_rps)
+        # Every cloud that carries anything within the SLO at its maximum; one that
+        # carries nothing (its RTT plus a request's service already break the SLO)
+        # would only cost money, so it stays at its floor.
         full = {
-            name: c.max_replicas if self._available[name] else 0
+            name: (
+                0
+                if not self._available[name]
+                else c.max_replicas
+                if tables[name][c.max_replicas] > 0
+                else c.min_replicas
+            )
             for name, c in self.clouds.items()
         }
         return full, [*notes, "demand_exceeds_max"]

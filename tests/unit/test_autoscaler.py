@@ -168,6 +168,17 @@ def test_respects_min_and_max_replicas() -> None:
     assert "demand_exceeds_max" in flood.reason
 
 
+def test_a_flood_leaves_a_cloud_that_cannot_meet_the_slo_at_its_floor() -> None:
+    near = _cloud("near", 2.0)
+    far = replace(_cloud("far", 0.5), min_replicas=1)
+    autoscaler, clock = _autoscaler([near, far])
+    # 190 ms of network + 50 ms of service > the 200 ms SLO: "far" carries nothing.
+    autoscaler.set_network_s("far", 0.19)
+    flood = _decide_at_flat_rate(autoscaler, clock, 1_000.0)
+    assert "demand_exceeds_max" in flood.reason
+    assert flood.targets == {"near": 8, "far": 1}
+
+
 def test_keeps_the_on_demand_floor_beside_cheaper_spot() -> None:
     spot = CloudSpec(
         "spot",
