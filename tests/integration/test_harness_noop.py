@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +140,34 @@ def test_injected_server_errors_are_counted_by_kind(protocol: str) -> None:
     assert summary["errors_by_kind"] == {kind: len(plan) // 5}
     assert summary["requests"]["ok"] == len(plan) - len(plan) // 5
     assert summary["lost"] == 0
+
+
+def test_a_refused_closed_loop_worker_waits_its_backoff_before_sending_again() -> None:
+    # Every 2nd request the server sees is refused (503): one worker sending 20
+    # requests is refused 10 times and, honouring a 0.2 s backoff, waits at least
+    # 10 x 0.2 = 2 s in all; answered requests are sent again at once.
+    plan = build_plan(
+        num_requests=20,
+        pool_size=len(TEXTS),
+        mix=parse_mix("1:1"),
+        rng=np.random.default_rng(2),
+    )
+    with NoopServerProcess(args=["--error-every", "2"]) as refusing:
+        start_s = time.monotonic()
+        result = run_load(
+            _target(refusing, "http-oip"),
+            plan,
+            TEXTS,
+            limits=RunLimits(
+                max_duration_s=20.0, drain_timeout_s=5.0, refusal_backoff_s=0.2
+            ),
+            concurrency=1,
+        )
+        elapsed_s = time.monotonic() - start_s
+    summary = summarize(result.records, duration_s=None, slo_ms=None)
+    assert summary["errors_by_kind"] == {"http_503": 10}
+    assert summary["requests"]["ok"] == 10
+    assert elapsed_s >= 2.0
 
 
 @pytest.mark.parametrize("protocol", ["http-oip", "grpc"])
