@@ -12,9 +12,9 @@ service time - network) <= 1 - quantile, the service time being one batch, or as
 many batches as a request with more texts than the operating batch needs. That
 table is not linear in `c` (pooled servers gain), so the choice of counts is a
 small mixed-integer program solved exactly with scipy.optimize.milp (HiGHS): one
-binary per (cloud, count) pair, exactly one count
-per cloud, minimise price x count subject to summed capacity >= the rate. A tiny
-cost per replica changed breaks ties toward the current counts.
+binary per (cloud, count) pair, exactly one count per cloud, minimise price x
+count subject to summed capacity >= the rate. A tiny cost per replica changed
+breaks ties toward the current counts.
 
 The rate served is not the forecaster's own upper bound as is: see
 router.autoscaler_bound (log-space horizon errors, a capped multiplier, the recent

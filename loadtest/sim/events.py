@@ -8,9 +8,9 @@ requests on the first free replica (batch time from the same service curve), and
 returns after the other half of the RTT, when the router hears `on_complete`. A
 request whose predicted wait (queue ahead / pool throughput) is past its
 deployment's wait limit is refused on arrival at the pool, and one still queued
-after that limit is dropped (see `Scenario.wait_limit_s`). A replica removed (drained or
-preempted) finishes the batch it is running. Too slow for 20,000 requests/s; it
-exists to measure what the fluid engine's aggregation changes.
+after that limit is dropped (see `Scenario.wait_limit_s`). A replica removed
+(drained or preempted) finishes the batch it is running. Too slow for 20,000
+requests/s; it exists to measure what the fluid engine's aggregation changes.
 """
 
 from __future__ import annotations

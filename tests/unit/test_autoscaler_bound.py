@@ -41,20 +41,23 @@ def test_no_positive_error_needs_no_margin_and_the_cap_holds():
     assert overload_margin([2.0], 1e-6, 3.0) == pytest.approx(math.log(3.0))
 
 
-def test_tracker_uses_the_budget_in_place_of_the_quantile():
-    def tracker(budget):
-        return UpperTracker(
-            slot_s=60.0,
-            horizon_slots=1,
-            confidence=0.99,
-            max_multiple=3.0,
-            cap_multiple=10.0,
-            peak_window_s=10.0,
-            peak_memory_s=0.0,
-            overload_budget=budget,
-        )
+def _tracker(**changes) -> UpperTracker:
+    """One-minute slots, horizon 1, a 0.99 quantile; no cap and no peak memory in
+    the way, so upper_rps shows the margin alone."""
+    settings = {
+        "slot_s": 60.0,
+        "horizon_slots": 1,
+        "confidence": 0.99,
+        "max_multiple": 3.0,
+        "cap_multiple": 10.0,
+        "peak_window_s": 10.0,
+        "peak_memory_s": 0.0,
+    }
+    return UpperTracker(**{**settings, **changes})
 
-    by_quantile, by_budget = tracker(None), tracker(0.002)
+
+def test_tracker_uses_the_budget_in_place_of_the_quantile():
+    by_quantile, by_budget = _tracker(), _tracker(overload_budget=0.002)
     # Forecast 100 req/s every slot; 99 slots come in at 100, one at 200.
     rates = [100.0] * 50 + [200.0] + [100.0] * 50
     for t in (by_quantile, by_budget):
@@ -70,17 +73,7 @@ def test_the_margin_window_takes_the_errors_of_this_time_of_day():
     # A "day" of 100 slots, horizon 1: the forecast is 100 req/s every slot and
     # traffic comes in at 100, except a ramp to 300 in slots 40-49 of each day.
     def tracker(window):
-        return UpperTracker(
-            slot_s=60.0,
-            horizon_slots=1,
-            confidence=0.99,
-            max_multiple=5.0,
-            cap_multiple=10.0,
-            peak_window_s=10.0,
-            peak_memory_s=0.0,
-            season_slots=100,
-            margin_window_slots=window,
-        )
+        return _tracker(max_multiple=5.0, season_slots=100, margin_window_slots=window)
 
     def day():
         return [300.0 if 40 <= i < 50 else 100.0 for i in range(100)]
