@@ -129,6 +129,8 @@ def build_app(config: GatewayConfig) -> Any:
                 max_batch_wait_ms=model.max_batch_wait_ms,
             )
     actor_options: dict[str, Any] = {"num_cpus": config.ingress.num_cpus}
+    if config.ingress.placement is not None:
+        actor_options["resources"] = {config.ingress.placement: PLACEMENT_UNITS}
     colocated = config.colocated_cloud
     if colocated is not None:
         # The ingress is that cloud's replica too: on its nodes, with its CPUs.

@@ -15,6 +15,9 @@ loads the models and serves that cloud itself, one Serve hop shorter. Its replic
 count is the ingress's `num_replicas`, fixed (min = max = that), and the ingress
 then takes the cloud's placement resource and `replica_num_cpus` as well.
 
+`ingress.placement` names the resource of the nodes that run the ingress (on a
+real cluster, the head node: `ray start --head --resources='{"gateway": 1000}'`).
+
 An invalid file raises `ConfigError` with one message naming the field, the value
 and the rule that it broke.
 """
@@ -176,6 +179,10 @@ class IngressConfig(_Frozen):
     max_ongoing_requests: int = Field(default=1000, ge=1)
     # Longest a request may take when the client sets no deadline.
     default_timeout_ms: float = Field(default=30_000.0, gt=0)
+    # Custom Ray resource of the nodes that run the ingress (e.g. the head node,
+    # where the proxies run), so losing a cloud's node never takes the front door
+    # with it. None: anywhere with free CPUs.
+    placement: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")
 
 
 class GatewayConfig(_Frozen):
@@ -218,6 +225,11 @@ class GatewayConfig(_Frozen):
             raise ValueError(
                 "at most one cloud may be colocated with the ingress, got "
                 f"{[c.name for c in colocated]}"
+            )
+        if colocated and self.ingress.placement is not None:
+            raise ValueError(
+                "ingress.placement and a colocated cloud both place the ingress; "
+                f"drop one (colocated: {colocated[0].name})"
             )
         for cloud in colocated:
             count = self.ingress.num_replicas

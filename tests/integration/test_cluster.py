@@ -4,10 +4,16 @@ Head node plus one worker node per cloud, each started with its cloud's custom
 resource as `ray start --resources` would; the gateway is deployed with
 configs/cluster.yaml-style placement (no emulation). Removing one cloud's node must
 move traffic to the other clouds rather than lose requests.
+
+Ray advertises each node at the machine's address, which a driver on a host with
+several interfaces may not reach; inside a network namespace that has only loopback
+(what `scripts/test` runs in, via `unshare -rn`) every node is at 127.0.0.1. Outside
+one the test is skipped.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -18,7 +24,18 @@ from gateway.config import parse_config
 from gateway.ingress import replica_deployment_name
 from tests.integration.conftest import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+def _loopback_only() -> bool:
+    return {name for _, name in socket.if_nameindex()} == {"lo"}
+
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not _loopback_only(),
+        reason="needs a loopback-only network namespace (scripts/test makes one)",
+    ),
+]
 
 CLOUDS = {
     # name: (region, placement resource)
@@ -58,7 +75,11 @@ def cluster_config(model_dir: Path) -> dict:
         "http": {"port": free_port()},
         "grpc": {"enabled": False, "port": free_port()},
         "metrics": {"poll_interval_s": 0.5},
-        "ingress": {"num_cpus": 0.5, "default_timeout_ms": 30_000},
+        "ingress": {
+            "num_cpus": 0.5,
+            "default_timeout_ms": 30_000,
+            "placement": "gateway",
+        },
     }
 
 
@@ -78,6 +99,7 @@ def test_each_pool_runs_on_its_cloud_node_and_a_lost_node_moves_traffic(
         initialize_head=True,
         head_node_args={
             "num_cpus": 1,
+            "resources": {"gateway": 1000},
             "node_ip_address": "127.0.0.1",
             "include_dashboard": False,
         },
@@ -113,16 +135,18 @@ def test_each_pool_runs_on_its_cloud_node_and_a_lost_node_moves_traffic(
         # Lose the node of a cloud that was serving; nothing may be lost.
         lost = sorted(before)[0]
         cluster.remove_node(nodes[lost], allow_graceful=False)
-        statuses, served_by = [], []
+        statuses, served_by, failures = [], [], []
         start_s = time.monotonic()
         for _ in range(30):
             response = httpx.post(url, json=doc, timeout=60)
             statuses.append(response.status_code)
             if response.status_code == 200:
                 served_by.append(response.json()["cloud"])
+            else:
+                failures.append(response.text[:200])
         elapsed_s = time.monotonic() - start_s
 
-        assert statuses == [200] * 30
+        assert statuses == [200] * 30, failures
         assert lost not in served_by[-10:]
         # Failover, not a wait for the lost node's replica to come back.
         assert elapsed_s < 60

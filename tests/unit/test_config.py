@@ -203,3 +203,12 @@ def test_at_most_one_cloud_is_colocated() -> None:
     data["clouds"].append(second)
     with pytest.raises(ConfigError, match="at most one cloud may be colocated"):
         parse_config(data)
+
+
+def test_the_ingress_is_placed_by_its_own_resource_or_by_a_colocated_cloud() -> None:
+    data = with_change(("ingress",), {"placement": "gateway"})
+    assert parse_config(data).ingress.placement == "gateway"
+
+    data["clouds"][0] |= {"colocated": True, "min_replicas": 1, "max_replicas": 1}
+    with pytest.raises(ConfigError, match="both place the ingress"):
+        parse_config(data)
