@@ -187,7 +187,7 @@ class Router:
         if failover:
             reason = FAILOVER
         else:
-            probed = self._probe_target(pool, chosen, request, now_s)
+            probed = self._probe_target(pool, chosen, request, target_s, now_s)
             if probed is not None:
                 chosen, reason = probed, PROBE
                 self._by_name[probed.cloud].last_contact_s = now_s
@@ -318,6 +318,13 @@ class Router:
             self.settings.default_seq_per_s_per_replica,
         )
 
+    def _floor_latency_s(self, state: _CloudState, num_texts: int) -> float:
+        """The least a request can take on a cloud: mean RTT, then its texts."""
+        rtt_s = state.latency.rtt.mean_s()
+        if rtt_s is None:
+            rtt_s = self._default_rtt_s
+        return rtt_s + num_texts / self._seq_per_s(state)
+
     def _predict_latency_s(
         self, state: _CloudState, num_texts: int, quantile: float | None
     ) -> float:
@@ -374,6 +381,7 @@ class Router:
         pool: Sequence[CandidateEstimate],
         chosen: CandidateEstimate,
         request: RouteRequest,
+        target_s: float,
         now_s: float,
     ) -> CandidateEstimate | None:
         """A usable cloud unheard from for a probe interval, to refresh its estimate.
@@ -381,7 +389,10 @@ class Router:
         At most one probe per cloud per `probe_interval_s`; under "slo_cost" a cloud
         no cheaper than `chosen` waits `backup_probe_interval_s` instead (a fresh
         estimate of it could not win the traffic back). Never to a cloud with no
-        replica running, nor one predicted to miss the request's deadline.
+        replica running, nor one predicted to miss the request's deadline, nor one
+        whose floor for this request (its mean RTT plus the request's texts at its
+        throughput, nothing stale in it) already misses the SLO target: such a
+        probe would be a certain miss, and a smaller request can refresh it.
         """
         if not self._probes:
             return None
@@ -397,8 +408,11 @@ class Router:
                 and candidate.cost_usd_per_request >= chosen.cost_usd_per_request
             ):
                 interval_s = self.settings.backup_probe_interval_s
-            age_s = now_s - self._by_name[candidate.cloud].last_contact_s
+            state = self._by_name[candidate.cloud]
+            age_s = now_s - state.last_contact_s
             if age_s < interval_s or age_s <= stalest_age_s:
+                continue
+            if self._floor_latency_s(state, request.num_texts) > target_s:
                 continue
             if (
                 request.deadline_s is not None

@@ -288,6 +288,25 @@ def test_no_probe_when_the_deadline_cannot_absorb_it() -> None:
     assert (loose.cloud, loose.reason) == ("dear", "probe")
 
 
+def test_no_probe_that_the_request_itself_would_make_miss_the_slo() -> None:
+    clock = ManualClock()
+    router = _router(clock, slo_ms=150.0, probe_interval_s=1.0)
+    # "cheap" is far and slow: 75 ms away, 40 texts/s. Four texts take at least
+    # 75 + 4/40 s = 175 ms there, over the 150 ms SLO, whatever its estimate says;
+    # one text takes at least 75 + 25 = 100 ms, so a one-text request may probe it.
+    router.set_capacity("cheap", 40.0)
+    router.set_capacity("dear", 30.0)
+    _observe(router, "cheap", 5, rtt_s=0.075, service_s=0.1)
+    _observe(router, "dear", 5, rtt_s=0.01, service_s=0.01)
+    clock.advance(5.0)
+    _observe(router, "dear", 5, rtt_s=0.01, service_s=0.01)
+
+    four = router.choose(RouteRequest(num_texts=4))
+    assert (four.cloud, four.reason) == ("dear", "spill")
+    one = router.choose(RouteRequest(num_texts=1))
+    assert (one.cloud, one.reason) == ("cheap", "probe")
+
+
 def test_region_constraint_overrides_the_cheaper_choice() -> None:
     clock = ManualClock()
     router = _router(clock)
