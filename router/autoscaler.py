@@ -6,7 +6,8 @@ and stays until at least the next decision, and one removed now cannot be back
 sooner, so the peak of the upper bound over every slot up to the horizon (and the
 rate just observed, against forecasts that lag a flash crowd) is the rate to serve.
 
-Capacity within the SLO comes from the Erlang C model (router.queueing): `c`
+Capacity within the SLO comes from the queueing model (router.queueing: Erlang C
+with the demand model's service-time variability, constant for batched BERT): `c`
 replicas of a cloud carry the highest rate at which P(wait > SLO - the request's
 service time - network) <= 1 - quantile, the service time being one batch, or as
 many batches as a request with more texts than the operating batch needs. That
@@ -321,7 +322,11 @@ class Autoscaler:
                 self._tables.clear()
             table = [
                 queueing.max_arrival_rps(
-                    c, service_rate, budget_s, 1 - settings.quantile
+                    c,
+                    service_rate,
+                    budget_s,
+                    1 - settings.quantile,
+                    self.demand.service_scv,
                 )
                 for c in range(last + 1)
             ]

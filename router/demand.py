@@ -247,13 +247,19 @@ class DemandModel:
         length_mix: LengthMix | None = None,
         seq_per_request: float = 1.0,
         service_share_of_slo: float = 0.5,
+        service_scv: float = 0.0,
     ) -> None:
         """Args:
         speeds: per accelerator name, a measured profile or a FLOP/s spec.
         length_mix: the expected token lengths when nothing has been observed.
         service_share_of_slo: the largest share of the SLO one batch may take; the
             rest is left for queueing.
+        service_scv: squared coefficient of variation of a replica's service times,
+            for the queueing model (router.queueing): 0, constant, because a batch
+            of a given size and length always takes the same time.
         """
+        if service_scv < 0:
+            raise ValueError(f"service_scv must be >= 0, got {service_scv}")
         if not 0 < service_share_of_slo <= 1:
             raise ValueError(
                 f"service_share_of_slo must be in (0, 1], got {service_share_of_slo}"
@@ -265,6 +271,7 @@ class DemandModel:
         self.length_mix = length_mix or LengthMix.single(32)
         self.seq_per_request = seq_per_request
         self.service_share_of_slo = service_share_of_slo
+        self.service_scv = service_scv
 
     def flops_per_request(
         self, mix: LengthMix | None = None, seq_per_request: float | None = None
@@ -341,8 +348,9 @@ class DemandModel:
     ) -> int | None:
         """Fewest replicas serving `request_rps` with P(latency > slo) <= 1 - quantile.
 
-        Each replica is one M/M/c server of rate (its seq/s / sequences per request);
-        the wait budget is the SLO less the batch service time and the network.
+        Each replica is one server of rate (its seq/s / sequences per request) with
+        service times of `service_scv` (router.queueing); the wait budget is the SLO
+        less the batch service time and the network.
         Returns None when no count can meet the SLO (service alone exceeds it).
         """
         point = self.replica_capacity(accelerator, slo_s, quantile, mix)
@@ -352,6 +360,7 @@ class DemandModel:
             point.seq_per_s / spr,
             slo_s - point.service_s - network_s,
             1.0 - quantile,
+            service_scv=self.service_scv,
         )
 
     def max_request_rps(
@@ -372,6 +381,7 @@ class DemandModel:
             point.seq_per_s / spr,
             slo_s - point.service_s - network_s,
             1.0 - quantile,
+            self.service_scv,
         )
 
     def _speed(self, accelerator: str) -> ReplicaSpeed:

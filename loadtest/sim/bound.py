@@ -9,7 +9,7 @@ x[t,c] >= 0 and request flows y[t,m,c] >= 0 to
                x[t,c] <= max_c                          (0 while c's region is down)
 
 D[t,m] is the slot's mean request rate from metro m. k[m,c] is what one replica of
-c carries for metro m within the SLO, from the same Erlang C model the autoscaler
+c carries for metro m within the SLO, from the same queueing model the autoscaler
 uses (router.queueing, with the demand model's operating point and the wait budget
 SLO - batch service time - RTT), taken at the largest pool any policy may run, where
 pooling makes a replica carry the most: the bound is optimistic on purpose.
@@ -59,6 +59,7 @@ def per_replica_rps(scenario: Scenario, pool: str, pool_replicas: int) -> float:
         point.seq_per_s / scenario.seq_per_request,
         budget_s,
         1.0 - scenario.quantile,
+        scenario.demand.service_scv,
     )
     return rate / pool_replicas
 

@@ -46,7 +46,8 @@ def _autoscaler(
     clouds: list[CloudSpec], settings: AutoscalerSettings = SETTINGS
 ) -> tuple[Autoscaler, ManualClock]:
     clock = ManualClock()
-    demand = DemandModel(SHAPE, {"cpu": PROFILE}, LengthMix.single(32))
+    # Exponential service times: the counts below are Erlang C's (router.queueing).
+    demand = DemandModel(SHAPE, {"cpu": PROFILE}, LengthMix.single(32), service_scv=1.0)
     forecaster = Forecaster(
         forecaster_settings(settings, slot_s=SLOT_S, season_s=SEASON_S), clock
     )

@@ -158,8 +158,9 @@ def test_fleet_scales_the_cheap_cloud_for_the_summed_rate(tmp_path: Path) -> Non
     fleet = build_fleet(_config(tmp_path), "demo", SnapshotClock(0.0), SHAPE)
 
     # Both clouds' replicas serve 30 texts/s each: 60 texts/s in all. One replica
-    # runs 40 texts/s, of which Erlang C keeps about 37/s within the SLO, so the
-    # floor (1 cheap + 1 dear = 2 x 37 = 74/s) carries it; nothing is added.
+    # runs 40 texts/s in constant time, of which the queueing model keeps about
+    # 38.5/s within the SLO, so the floor (1 cheap + 1 dear = 77/s) carries it;
+    # nothing is added.
     cheap_total = dear_total = 0.0
     for step in range(10):
         now_s = 0.5 * step
@@ -173,15 +174,16 @@ def test_fleet_scales_the_cheap_cloud_for_the_summed_rate(tmp_path: Path) -> Non
     assert fleet.observed_rps == pytest.approx(60.0)
 
     # Now 100 texts/s, all through the cheap cloud. Two pooled replicas carry about
-    # 77/s, so 2 cheap + 1 dear carry 77 + 37 = 114/s at 2 x 0.1 + 0.5 = $0.7/h;
-    # 1 cheap + 2 dear carry the same at $1.1/h, and 1 + 1 (74/s) is too little.
+    # 78.5/s, so 2 cheap + 1 dear carry 78.5 + 38.5 = 117/s at 2 x 0.1 + 0.5 =
+    # $0.7/h; 1 cheap + 2 dear carry the same at $1.1/h, and 1 + 1 (77/s) is too
+    # little.
     for step in range(10, 20):
         now_s = 0.5 * step
         cheap_total += 50.0
         _tick(fleet, "cheap", {"r1": cheap_total}, now_s)
         _tick(fleet, "dear", {"r2": dear_total}, now_s)
     assert fleet.decision.targets == {"cheap": 2, "dear": 1}
-    assert fleet.autoscaler.capacity_rps("cheap", 2) == pytest.approx(77.0, abs=0.5)
+    assert fleet.autoscaler.capacity_rps("cheap", 2) == pytest.approx(78.5, abs=0.5)
     status = fleet.status()
     assert status["targets"] == fleet.decision.targets
     assert status["observed_rps"] == pytest.approx(100.0)
