@@ -11,13 +11,14 @@ supported" and is reachable only from a declarative config file, so it is not us
 
 The adapter is thin. `CloudPoolPolicy` (one instance per deployment, built by the
 controller from `policy_kwargs`) turns its context into a `PoolSnapshot` (running
-replicas, and the texts each replica has served, from the replica's custom
-autoscaling metric) and hands it to the `FleetScaler` of its (application, model).
-That object feeds the texts that arrived since the last tick to the pure
-`Autoscaler` and asks it to `decide` at most once per decision interval, for every
-cloud at once; each deployment then gets its own cloud's target. The deployment's
-own `upscale_delay_s`/`downscale_delay_s` are zero: the Autoscaler applies its own
-delays, draining and bounds.
+replicas, and the requests, texts and compute seconds each replica has served,
+from the replica's custom autoscaling metric) and hands it to the `FleetScaler` of
+its (application, model). That object feeds what arrived since the last tick to
+the pure `Autoscaler` (and, for a cloud without an emulated cap, the speed its
+replicas show: `set_speed`) and asks it to `decide` at most once per decision
+interval, for every cloud at once; each deployment then gets its own cloud's
+target. The deployment's own `upscale_delay_s`/`downscale_delay_s` are zero: the
+Autoscaler applies its own delays, draining and bounds.
 
 Where it runs: the Serve controller is one actor on the head node, so on a
 multi-node cluster every deployment's policy still runs in that one process and
@@ -38,7 +39,7 @@ import importlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -55,10 +56,15 @@ logger = logging.getLogger(__name__)
 REQUESTS_METRIC = "bertgw_requests_served"
 TEXTS_METRIC = "bertgw_texts_served"
 TOKENS_METRIC = "bertgw_tokens_served"
+COMPUTE_METRIC = "bertgw_compute_seconds"
 STATUS_KEY_PREFIX = "bertgw_autoscale"
 # Tokens per text assumed until the replicas report some.
 DEFAULT_TOKENS_PER_TEXT = 32
 _PROFILE_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+# A measured replica speed rests on at least this much model compute, and is passed
+# on to the autoscaler when it differs from the last one by more than SPEED_CHANGE.
+SPEED_WINDOW_COMPUTE_S = 1.0
+SPEED_CHANGE = 0.1
 # How often each replica sends its counters to the controller, and the window its
 # local samples cover (Serve records every 0.2 of it). Serve's defaults, 10 s and
 # 30 s, made the texts served reach our policy in 10 s lumps while it decides every
@@ -79,6 +85,8 @@ class PoolSnapshot:
     texts_by_replica: Mapping[str, float] = field(default_factory=dict)
     tokens_by_replica: Mapping[str, float] = field(default_factory=dict)
     requests_by_replica: Mapping[str, float] = field(default_factory=dict)
+    # Seconds of model compute spent on those texts (each text's share of its batch).
+    compute_s_by_replica: Mapping[str, float] = field(default_factory=dict)
 
 
 def snapshot_from_context(ctx: Any, cloud: str) -> PoolSnapshot:
@@ -100,6 +108,7 @@ def snapshot_from_context(ctx: Any, cloud: str) -> PoolSnapshot:
         texts_by_replica=latest(TEXTS_METRIC),
         tokens_by_replica=latest(TOKENS_METRIC),
         requests_by_replica=latest(REQUESTS_METRIC),
+        compute_s_by_replica=latest(COMPUTE_METRIC),
     )
 
 
@@ -126,6 +135,10 @@ class _CloudCounters:
     requests: RunningTotals = field(default_factory=RunningTotals)
     texts: RunningTotals = field(default_factory=RunningTotals)
     tokens: RunningTotals = field(default_factory=RunningTotals)
+    compute_s: RunningTotals = field(default_factory=RunningTotals)
+    # Texts and compute seconds since the cloud's speed was last estimated.
+    window_texts: float = 0.0
+    window_compute_s: float = 0.0
 
 
 class SnapshotClock:
@@ -147,8 +160,16 @@ class FleetScaler:
         clock: SnapshotClock,
         decision_interval_s: float,
         publish: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        model: str = "",
+        measured_clouds: Collection[str] = (),
     ) -> None:
+        """`measured_clouds`: clouds whose replica speed the autoscaler takes from
+        what the replicas report (texts over compute seconds), not from config."""
         self.autoscaler = autoscaler
+        self._model = model
+        self._measured = frozenset(measured_clouds)
+        self.measured_seq_per_s: dict[str, float] = {}
         self._clock = clock
         self._interval_s = decision_interval_s
         self._publish = publish
@@ -174,6 +195,9 @@ class FleetScaler:
         requests = counters.requests.advance(snapshot.requests_by_replica)
         texts = counters.texts.advance(snapshot.texts_by_replica)
         tokens = counters.tokens.advance(snapshot.tokens_by_replica)
+        compute_s = counters.compute_s.advance(snapshot.compute_s_by_replica)
+        if snapshot.cloud in self._measured and compute_s > 0:
+            self._measure_speed(snapshot.cloud, counters, texts, compute_s)
         if texts > 0:
             if tokens <= 0:
                 tokens = texts * DEFAULT_TOKENS_PER_TEXT
@@ -201,6 +225,26 @@ class FleetScaler:
         assert self.decision is not None
         return self.decision.targets[snapshot.cloud]
 
+    def _measure_speed(
+        self, cloud: str, counters: _CloudCounters, texts: float, compute_s: float
+    ) -> None:
+        """Texts per compute second over at least SPEED_WINDOW_COMPUTE_S of compute;
+        the autoscaler is told when it moves by more than SPEED_CHANGE."""
+        counters.window_texts += texts
+        counters.window_compute_s += compute_s
+        if counters.window_compute_s < SPEED_WINDOW_COMPUTE_S:
+            return
+        measured = counters.window_texts / counters.window_compute_s
+        counters.window_texts = counters.window_compute_s = 0.0
+        last = self.measured_seq_per_s.get(cloud)
+        if last is not None and abs(measured / last - 1.0) <= SPEED_CHANGE:
+            return
+        self.measured_seq_per_s[cloud] = measured
+        self.autoscaler.set_speed(
+            cloud, cloud_capacity_profile(self._model, cloud, measured)
+        )
+        logger.info("event=replica_speed cloud=%s seq_per_s=%.1f", cloud, measured)
+
     def status(self) -> dict[str, Any]:
         """The last decision and what it saw, as plain JSON values."""
         decision = self.decision
@@ -214,6 +258,7 @@ class FleetScaler:
             "usd_per_hour": decision.usd_per_hour,
             "targets": dict(decision.targets),
             "running": dict(self.running),
+            "measured_seq_per_s": dict(self.measured_seq_per_s),
             "reason": decision.reason,
         }
 
@@ -241,8 +286,10 @@ def build_fleet(
     """The model's Autoscaler over the configured clouds.
 
     Each cloud is planned at its own speed, so its accelerator is renamed to the
-    cloud: an emulated cloud runs at its `max_seq_per_s` cap; a cloud without one at
-    the router's `default_seq_per_s_per_replica` (its real speed is unknown here).
+    cloud: an emulated cloud runs at its `max_seq_per_s` cap; a cloud without one
+    starts at the router's `default_seq_per_s_per_replica` and then at the speed its
+    replicas show (texts per second of model compute, at the batches they ran,
+    which understates what fuller batches would reach).
     """
     from gateway.config import router_settings
 
@@ -267,7 +314,19 @@ def build_fleet(
     for cloud in config.clouds:
         if cloud.emulation is not None:
             autoscaler.set_network_s(cloud.name, cloud.emulation.rtt_ms / 1000.0)
-    return FleetScaler(autoscaler, clock, settings.decision_interval_s, publish)
+    measured = [
+        cloud.name
+        for cloud in config.clouds
+        if cloud.emulation is None or cloud.emulation.max_seq_per_s is None
+    ]
+    return FleetScaler(
+        autoscaler,
+        clock,
+        settings.decision_interval_s,
+        publish,
+        model=model,
+        measured_clouds=measured,
+    )
 
 
 def model_shape(config: GatewayConfig, model: str) -> ModelShape:
@@ -427,6 +486,7 @@ def counting_replica() -> Any:
             self._requests_served = 0
             self._texts_served = 0
             self._tokens_served = 0
+            self._compute_s = 0.0
 
         async def classify(
             self,
@@ -440,6 +500,12 @@ def counting_replica() -> Any:
             self._tokens_served += sum(
                 r.num_tokens for reply in replies for r in reply.results
             )
+            # This call's share of each batch it rode.
+            self._compute_s += sum(
+                reply.compute_s * len(reply.results) / reply.batch_texts
+                for reply in replies
+                if reply.batch_texts > 0
+            )
             return replies
 
         def record_autoscaling_stats(self) -> dict[str, float]:
@@ -447,6 +513,7 @@ def counting_replica() -> Any:
                 REQUESTS_METRIC: float(self._requests_served),
                 TEXTS_METRIC: float(self._texts_served),
                 TOKENS_METRIC: float(self._tokens_served),
+                COMPUTE_METRIC: self._compute_s,
             }
 
     return serve.deployment(CountingReplica, name="ClassifierReplica")

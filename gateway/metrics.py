@@ -167,6 +167,13 @@ class GatewayMetrics:
             ["model", "cloud"],
             registry=r,
         )
+        self.autoscale_speed = Gauge(
+            "bertgw_autoscaler_replica_seq_per_s",
+            "Texts per second of compute of one replica, as the autoscaler measured "
+            "it (clouds without an emulated cap)",
+            ["model", "cloud"],
+            registry=r,
+        )
 
     def observe_autoscaler(self, model: str, status: Mapping[str, Any]) -> None:
         """Sets the autoscaler gauges from one published decision."""
@@ -183,6 +190,7 @@ class GatewayMetrics:
         for gauge, key in (
             (self.autoscale_target, "targets"),
             (self.autoscale_running, "running"),
+            (self.autoscale_speed, "measured_seq_per_s"),
         ):
             for cloud, count in (status.get(key) or {}).items():
                 if cloud in self._clouds:

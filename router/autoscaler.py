@@ -49,7 +49,7 @@ from router.autoscaler_settings import DAY_S, AutoscalerSettings, forecaster_set
 from router.autoscaler_solve import cheapest_counts
 from router.clock import Clock
 from router.cloud import CloudSpec
-from router.demand import DemandModel, ReplicaCapacity
+from router.demand import DemandModel, ReplicaCapacity, ReplicaSpeed
 from router.forecast import Forecaster
 
 logger = logging.getLogger(__name__)
@@ -168,6 +168,17 @@ class Autoscaler:
         if usd_per_hour < 0:
             raise ValueError(f"usd_per_hour must be >= 0, got {usd_per_hour}")
         self._prices[cloud] = usd_per_hour
+
+    def set_speed(self, cloud: str, speed: ReplicaSpeed) -> None:
+        """Replace how fast a cloud's replicas run (e.g. as measured while serving).
+
+        The speed is that of the cloud's accelerator, so clouds sharing one change
+        together; give each cloud its own accelerator name to measure them apart.
+        """
+        self._check_cloud(cloud)
+        accelerator = self.clouds[cloud].accelerator
+        self.demand.speeds[accelerator] = speed
+        self._points = {k: v for k, v in self._points.items() if k[0] != accelerator}
 
     def set_network_s(self, cloud: str, rtt_s: float) -> None:
         """Round trip to a cloud; it comes out of that cloud's queueing budget."""

@@ -28,9 +28,9 @@ pytestmark = pytest.mark.integration
 MODEL = "demo-intents"
 STARTUP_TIMEOUT_S = 300.0
 SCALE_TIMEOUT_S = 90.0
-# Each emulated replica runs 20 texts/s; with a 1 s SLO Erlang C keeps roughly 17/s
-# of that within the SLO, so the floor (1 cheap + 1 dear) carries about 34/s and the
-# 40 texts/s the two caps let through already call for a second cheap replica.
+# Each emulated replica runs 20 texts/s; with a 1 s SLO the queueing model keeps
+# part of that within the SLO, so the floor (1 cheap + 1 dear) carries less than the
+# 40 texts/s the two caps let through, which already call for a second cheap replica.
 CAP_SEQ_PER_S = 20.0
 TEXTS_PER_REQUEST = 8
 LOAD_WORKERS = 6

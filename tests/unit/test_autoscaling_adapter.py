@@ -69,8 +69,12 @@ def _context(
     )
 
 
-def _config(tmp_path: Path, **autoscaler: Any) -> GatewayConfig:
-    def cloud(name: str, price: float, placement: str, cap: float) -> dict[str, Any]:
+def _config(
+    tmp_path: Path, dear_cap: float | None = 40.0, **autoscaler: Any
+) -> GatewayConfig:
+    def cloud(
+        name: str, price: float, placement: str, cap: float | None
+    ) -> dict[str, Any]:
         return {
             "name": name,
             "provider": "test",
@@ -89,7 +93,7 @@ def _config(tmp_path: Path, **autoscaler: Any) -> GatewayConfig:
             "models": [{"name": "demo", "checkpoint": str(tmp_path)}],
             "clouds": [
                 cloud("cheap", 0.1, "p_cheap", 40.0),
-                cloud("dear", 0.5, "p_dear", 40.0),
+                cloud("dear", 0.5, "p_dear", dear_cap),
             ],
             "slo": {"latency_ms": 1000.0, "quantile": 0.95},
             "autoscaler": {
@@ -220,6 +224,32 @@ def test_fleet_counts_requests_and_their_texts_when_replicas_report_both(
     assert fleet.autoscaler._seq_per_request == pytest.approx(4.0, abs=0.1)
 
 
+def test_an_uncapped_cloud_is_planned_at_the_speed_its_replicas_show(
+    tmp_path: Path,
+) -> None:
+    fleet = build_fleet(
+        _config(tmp_path, dear_cap=None), "demo", SnapshotClock(0.0), SHAPE
+    )
+    # Until its replicas report, "dear" runs at the router's default 50 texts/s.
+    before = fleet.autoscaler.capacity_rps("dear", 1)
+
+    # Its replica serves 25 texts per 0.5 s tick in 0.125 s of compute: 200/s.
+    # "cheap" reports compute too, but its emulated cap is its speed.
+    for step in range(1, 13):
+        fleet.on_snapshot(
+            PoolSnapshot(
+                "dear", 0.5 * step, 1, {"r": 25.0 * step}, {}, {}, {"r": 0.125 * step}
+            )
+        )
+        fleet.on_snapshot(
+            PoolSnapshot("cheap", 0.5 * step, 1, {"r": 0.0}, {}, {}, {"r": 1.0 * step})
+        )
+
+    assert fleet.measured_seq_per_s == {"dear": pytest.approx(200.0)}
+    assert fleet.autoscaler.capacity_rps("dear", 1) > 3 * before
+    assert fleet.status()["measured_seq_per_s"] == fleet.measured_seq_per_s
+
+
 def test_policy_holds_the_current_target_when_the_decision_fails() -> None:
     # A config that cannot be parsed: the policy must not crash Serve's loop.
     policy = CloudPoolPolicy(config={"models": []}, model="demo", cloud="cheap")
@@ -272,6 +302,7 @@ def test_published_status_sets_gauges_for_known_clouds_only() -> None:
         "usd_per_hour": 0.7,
         "targets": {"cheap": 2, "dear": 1, "not-configured": 9},
         "running": {"cheap": 1, "dear": 1},
+        "measured_seq_per_s": {"dear": 212.5},
     }
 
     metrics.observe_autoscaler("demo", status)
@@ -280,5 +311,8 @@ def test_published_status_sets_gauges_for_known_clouds_only() -> None:
     assert 'bertgw_autoscaler_forecast_upper_rps{model="demo"} 70.0' in text
     assert 'bertgw_autoscaler_target_replicas{cloud="cheap",model="demo"} 2.0' in text
     assert 'bertgw_autoscaler_running_replicas{cloud="cheap",model="demo"} 1.0' in text
+    assert (
+        'bertgw_autoscaler_replica_seq_per_s{cloud="dear",model="demo"} 212.5' in text
+    )
     # Label values stay bounded: a cloud the gateway does not know is dropped.
     assert "not-configured" not in text
