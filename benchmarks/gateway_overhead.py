@@ -11,9 +11,14 @@ Side by side in one run, on the same machine and the same fine-tuned demo model:
   Serve's default settings (serve_defaults) and under gateway.serve's tuned ones
   (tuned), and the cloud colocated with the ingress (colocated, tuned settings:
   the ingress classifies in-process, one Serve hop fewer). The headline is
-  colocated, the set-up for a cloud on the gateway's own machine.
+  colocated, the set-up for a cloud on the gateway's own machine;
+* serve_floor: what any Ray Serve application pays on this machine: a deployment
+  that answers the same HTTP and gRPC requests with a fixed reply and no model,
+  behind the same proxies and tuned settings. Its latency is the floor under the
+  gateway's added latency that the design (Serve's proxies) sets.
 
-Added latency = gateway percentile - direct percentile. Saturation ratio = texts/s
+Added latency = gateway percentile - direct percentile; above the floor = added
+latency - the floor's latency. Saturation ratio = texts/s
 through the gateway / the runtime's best batched texts/s. Writes
 benchmarks/results/gateway_overhead.json and .md, and prints the table.
 
@@ -275,6 +280,56 @@ def measure_gateway(
         ray.shutdown()
 
 
+def measure_serve_floor(model_dir: Path, args: argparse.Namespace) -> dict:
+    """A no-model Serve app behind the same proxies: Serve's own request cost."""
+    import ray
+    from fastapi import FastAPI
+    from ray import serve
+
+    from gateway.app import start_serve
+    from gateway.config import parse_config
+    from gateway.serve import SERVE_TUNING_ENV, start_ray
+    from protos import inference_pb2 as pb
+
+    config = parse_config(
+        gateway_config(model_dir, args.threads, free_port(), free_port(), True)
+    )
+    os.environ.update(SERVE_TUNING_ENV)
+    api = FastAPI()
+    reply = {
+        "model_name": "demo-intents",
+        "outputs": [
+            {"name": "label", "datatype": "BYTES", "shape": [1], "data": ["x"]}
+        ],
+    }
+
+    @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.5})
+    @serve.ingress(api)
+    class FixedReply:
+        @api.post("/v2/models/{model}/infer")
+        async def infer(self, model: str) -> dict:
+            return reply
+
+        async def ModelInfer(self, request: Any) -> Any:  # noqa: N802 - OIP's name
+            response = pb.ModelInferResponse(model_name=request.model_name)
+            response.outputs.add(name="label", datatype="BYTES", shape=[1])
+            return response
+
+    start_ray(config)
+    try:
+        start_serve(config)
+        serve.run(FixedReply.bind(), name="floor", route_prefix="/")
+        url = f"http://127.0.0.1:{config.http.port}"
+        target = f"127.0.0.1:{config.grpc.port}"
+        return {
+            "http_latency_1text": summarize(sequential_http(url, args.requests)),
+            "grpc_latency_1text": summarize(sequential_grpc(target, args.requests)),
+        }
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
 def _pair(a: float, b: float) -> str:
     return f"{a:.2f} / {b:.2f}"
 
@@ -300,6 +355,13 @@ def table(report: dict) -> str:
             (
                 f"{proto.upper()} added p50 / p99 ms (goal p50 <= 3)",
                 _pair(added["added_p50_ms"], added["added_p99_ms"]),
+            )
+        )
+        rows.append(
+            (
+                f"{proto.upper()} p50 of a no-model Serve app (floor) / "
+                "added above it, ms",
+                _pair(added["serve_floor_p50_ms"], added["above_floor_p50_ms"]),
             )
         )
     rows.append(("runtime best batched texts/s", f"{d['best_seq_per_s']:.0f}"))
@@ -366,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         "tuned": (SERVE_TUNING_ENV, False),
         "colocated": (SERVE_TUNING_ENV, True),
     }
+    floor = measure_serve_floor(model_dir, args)
     runs = {
         name: measure_gateway(model_dir, args, *variants[name])
         for name in args.variants
@@ -392,12 +455,17 @@ def main(argv: list[str] | None = None) -> int:
             name: {"env": variants[name][0], "colocated": variants[name][1], **run}
             for name, run in runs.items()
         },
+        "serve_floor": floor,
     }
     for proto in ("http", "grpc"):
         g_lat = gateway[f"{proto}_latency_1text"]
+        f_lat = floor[f"{proto}_latency_1text"]
+        added_p50_ms = g_lat["p50_ms"] - d_lat["p50_ms"]
         report[proto] = {
-            "added_p50_ms": round(g_lat["p50_ms"] - d_lat["p50_ms"], 3),
+            "added_p50_ms": round(added_p50_ms, 3),
             "added_p99_ms": round(g_lat["p99_ms"] - d_lat["p99_ms"], 3),
+            "serve_floor_p50_ms": f_lat["p50_ms"],
+            "above_floor_p50_ms": round(added_p50_ms - f_lat["p50_ms"], 3),
         }
     best = direct["best_seq_per_s"]
     for num_texts in (1, 16):
