@@ -145,6 +145,7 @@ class MetricsSampler:
             "bertgw_autoscaler_forecast_rps",
             "bertgw_autoscaler_forecast_upper_rps",
             "bertgw_autoscaler_target_replicas",
+            "bertgw_autoscaler_replica_seq_per_s",
         }
         with httpx.Client(timeout=5.0) as client:
             while not self._stop.is_set():
