@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -148,11 +149,51 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def preflight(config: GatewayConfig, local: bool) -> list[str]:
+    """What would make the deployment fail, said before Ray starts.
+
+    Every checkpoint must be a directory with a `config.json`; on a local node the
+    HTTP port must be free on its host and the gRPC port on every interface (Serve's
+    gRPC proxy takes no host and listens on all of them). Serve's proxies share a
+    port with another listener rather than fail, so a second gateway on the same
+    ports would silently split the traffic.
+    """
+    problems = []
+    for i, model in enumerate(config.models):
+        if not (model.checkpoint / "config.json").is_file():
+            problems.append(
+                f"models[{i}].checkpoint: {model.checkpoint} is not a trained "
+                f"checkpoint (no config.json); train one with `bertgw finetune -o "
+                f"{model.checkpoint}`, or run scripts/demo for the demo model"
+            )
+    if local:
+        ports = [("http.port", config.http.host, config.http.port)]
+        if config.grpc.enabled:
+            ports.append(("grpc.port", "0.0.0.0", config.grpc.port))
+        for field, host, port in ports:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # Lets a port that a stopped gateway left in TIME_WAIT count as free.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    problems.append(
+                        f"{field}: {port} on {host} is taken ({exc.strerror}); stop "
+                        "what listens there (another gateway?) or choose another port"
+                    )
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"bertgw serve: {exc.message}")
+        return 2
+    problems = preflight(config, local=args.address is None)
+    for problem in problems:
+        print(f"bertgw serve: {problem}")
+    if problems:
         return 2
 
     stop = threading.Event()
@@ -161,12 +202,13 @@ def run(args: argparse.Namespace) -> int:
         logger.info("event=signal signum=%d", signum)
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
     from gateway.app import deploy
 
     start_ray(config, args.address, args.num_cpus)
+    # After Ray starts: its driver and the gRPC core it loads install their own
+    # SIGTERM handlers (one dumps stacks and kills the process), replacing ours.
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     handle = None
     try:
         handle = deploy(config)
@@ -174,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
         http = f"http://{config.http.host}:{config.http.port}"
         print(f"bertgw: HTTP  {http}/v2  (OIP v2), {http}/v1/classify, {http}/metrics")
         if config.grpc.enabled:
-            print(f"bertgw: gRPC  {config.http.host}:{config.grpc.port}")
+            # Serve's gRPC proxy has no host setting: it listens on every interface.
+            print(f"bertgw: gRPC  0.0.0.0:{config.grpc.port} (every interface)")
         print(f"bertgw: models {', '.join(config.model_names)}; ready={ready}")
         print("bertgw: Ctrl-C drains and stops", flush=True)
         if not ready:
