@@ -68,12 +68,18 @@ def classify_http(
         ]
     }
     timeout_s = (timeout_ms or 30_000) / 1000.0 + 5.0
-    response = httpx.post(
-        f"{url.rstrip('/')}/v2/models/{model}/infer",
-        json=doc,
-        headers=_headers(token, timeout_ms, regions),
-        timeout=timeout_s,
-    )
+    try:
+        response = httpx.post(
+            f"{url.rstrip('/')}/v2/models/{model}/infer",
+            json=doc,
+            headers=_headers(token, timeout_ms, regions),
+            timeout=timeout_s,
+        )
+    except httpx.TransportError as exc:
+        # No answer at all (refused, reset, timed out): one line, like gRPC's.
+        raise ClientError(
+            f"{url}: {exc or type(exc).__name__}", "UNAVAILABLE"
+        ) from None
     if response.status_code != 200:
         try:
             message = response.json().get("error", response.text)
