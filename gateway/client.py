@@ -29,7 +29,8 @@ class ClientReply:
 
 
 class ClientError(Exception):
-    """The gateway answered with an error: its HTTP status or gRPC code, and message.
+    """The gateway answered with an error, or not at all (UNAVAILABLE): its HTTP
+    status or gRPC code, and the message.
 
     Client-side only; the gateway's own errors are in gateway/errors.py.
     """
@@ -78,7 +79,7 @@ def classify_http(
     except httpx.TransportError as exc:
         # No answer at all (refused, reset, timed out): one line, like gRPC's.
         raise ClientError(
-            f"{url}: {exc or type(exc).__name__}", "UNAVAILABLE"
+            f"{url}: {str(exc) or type(exc).__name__}", "UNAVAILABLE"
         ) from None
     if response.status_code != 200:
         try:
