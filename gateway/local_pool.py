@@ -1,9 +1,10 @@
 """A colocated cloud: its replicas are the ingress processes themselves.
 
 A cloud with `colocated: true` gets no replica deployment. Each ingress process
-loads that cloud's models and classifies in a worker thread, so a request costs one
-Serve hop (proxy to ingress) instead of two and no serialisation of texts or
-results. The router cannot tell: it sees a `ReplicaPool` whose network time is zero.
+loads that cloud's models and classifies on its torch thread
+(replicas/torch_thread.py), so a request costs one Serve hop (proxy to ingress)
+instead of two and no serialisation of texts or results. The router cannot tell:
+it sees a `ReplicaPool` whose network time is zero.
 
 Batching works as in `ServePool`: concurrent requests queue in a `Coalescer`, and
 while one batch computes, the next gathers everything that arrived meanwhile (up to
@@ -13,7 +14,6 @@ threads already use the cores it was given.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.pools import CallReplica, Coalescer, CoalescingPool, PoolUnavailable
 from gateway.replica import ReplicaReply, as_result
+from replicas.torch_thread import on_torch_thread, on_torch_thread_async
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class InProcessPool(CoalescingPool):
         ) -> list[ReplicaReply]:
             start_s = time.perf_counter()
             try:
-                preds = await asyncio.to_thread(
+                preds = await on_torch_thread_async(
                     runtime.classify,
                     texts,
                     return_probabilities=want_probs,
@@ -95,7 +96,8 @@ def load_local_pool(cloud: str, models: Sequence[Any]) -> InProcessPool:
 
     runtimes = {}
     for model in models:
-        runtimes[model.name] = load_runtime(
+        runtimes[model.name] = on_torch_thread(
+            load_runtime,
             str(model.checkpoint),
             backend=model.backend,
             precision=model.precision,

@@ -21,6 +21,7 @@ from typing import Any
 from ray import serve
 
 from gateway.protocol import TextResult
+from replicas.torch_thread import on_torch_thread, on_torch_thread_async
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ class ClassifierReplica:
         self._model_name = model_name
         self._cloud = cloud
         self._max_batch_size = max_batch_size
-        self._runtime = load_runtime(
+        # Loaded, like every forward below, on the process's one torch thread.
+        self._runtime = on_torch_thread(
+            load_runtime,
             checkpoint_dir,
             backend=backend,
             precision=precision,
@@ -144,8 +147,8 @@ class ClassifierReplica:
         flat = [t for c in calls for t in c.texts]
         want_probs = any(c.return_probabilities for c in calls)
         try:
-            # In a thread: the event loop keeps queueing calls for the next batch.
-            preds = await asyncio.to_thread(
+            # In the torch thread: the loop keeps queueing calls for the next batch.
+            preds = await on_torch_thread_async(
                 self._runtime.classify, flat, return_probabilities=want_probs
             )
         except Exception:  # noqa: BLE001 - a bad batch must not take the replica down
@@ -181,7 +184,7 @@ class ClassifierReplica:
         for call in calls:
             call_start_s = time.perf_counter()
             try:
-                preds = await asyncio.to_thread(
+                preds = await on_torch_thread_async(
                     self._runtime.classify,
                     list(call.texts),
                     return_probabilities=call.return_probabilities,
