@@ -10,6 +10,7 @@ new requests (503), the ones in flight finish, then Serve and Ray stop.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -95,6 +96,26 @@ def wait_ready(handle: Any, timeout_s: float) -> bool:
     return False
 
 
+async def wait_ready_async(handle: Any, timeout_s: float) -> bool:
+    """`wait_ready` from an event loop (see `_serve_until_stopped`)."""
+    deadline_s = time.monotonic() + timeout_s
+    while time.monotonic() < deadline_s:
+        if await asyncio.wait_for(handle.is_ready.remote(), timeout=30):
+            return True
+        await asyncio.sleep(0.25)
+    return False
+
+
+async def drain_async(handle: Any, timeout_s: float) -> int:
+    """`drain` from an event loop: stops new requests, waits for in-flight ones."""
+    left = await asyncio.wait_for(handle.drain.remote(), timeout=30)
+    deadline_s = time.monotonic() + timeout_s
+    while left > 0 and time.monotonic() < deadline_s:
+        await asyncio.sleep(DRAIN_POLL_S)
+        left = await asyncio.wait_for(handle.in_flight.remote(), timeout=30)
+    return left
+
+
 def drain(handle: Any, timeout_s: float) -> int:
     """Stops new requests and waits for in-flight ones; returns those left over."""
     left = handle.drain.remote().result(timeout_s=30)
@@ -107,19 +128,24 @@ def drain(handle: Any, timeout_s: float) -> int:
 
 def shutdown(handle: Any | None, drain_timeout_s: float) -> int:
     """Drains the ingress, then stops Serve and Ray; returns requests cut off."""
-    import ray
-    from ray import serve
-
     left = 0
     if handle is not None:
         try:
             left = drain(handle, drain_timeout_s)
         except Exception:  # noqa: BLE001 - stopping anyway; say why
             logger.exception("event=drain_failed")
-    serve.shutdown()
-    ray.shutdown()
-    logger.info("event=stopped cut_off_requests=%d", left)
+    stop_ray(left)
     return left
+
+
+def stop_ray(cut_off: int, *, serve_stopped: bool = False) -> None:
+    import ray
+    from ray import serve
+
+    if not serve_stopped:
+        serve.shutdown()
+    ray.shutdown()
+    logger.info("event=stopped cut_off_requests=%d", cut_off)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -209,10 +235,33 @@ def run(args: argparse.Namespace) -> int:
     # SIGTERM handlers (one dumps stacks and kills the process), replacing ours.
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    handle = None
+    outcome = {"code": 1, "cut_off": 0, "serve_stopped": 0}
     try:
         handle = deploy(config)
-        ready = wait_ready(handle, args.ready_timeout_s)
+        asyncio.run(_serve_until_stopped(handle, config, args, stop, outcome))
+        return outcome["code"]
+    finally:
+        stop_ray(outcome["cut_off"], serve_stopped=bool(outcome["serve_stopped"]))
+        print(f"bertgw: stopped ({outcome['cut_off']} request(s) cut off)", flush=True)
+
+
+async def _serve_until_stopped(
+    handle: Any,
+    config: GatewayConfig,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    outcome: dict[str, int],
+) -> None:
+    """Readiness, the wait for a signal and the drain, all on one event loop.
+
+    Every call through `handle` happens on this loop: with Serve's router on the
+    caller's loop (RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP=0, which an operator's
+    shell may export), blocking `.result()` calls from the driver would never be
+    answered."""
+    from ray import serve
+
+    try:
+        ready = await wait_ready_async(handle, args.ready_timeout_s)
         http = f"http://{config.http.host}:{config.http.port}"
         print(f"bertgw: HTTP  {http}/v2  (OIP v2), {http}/v1/classify, {http}/metrics")
         if config.grpc.enabled:
@@ -221,11 +270,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"bertgw: models {', '.join(config.model_names)}; ready={ready}")
         print("bertgw: Ctrl-C drains and stops", flush=True)
         if not ready:
-            return 1
+            return
         # Bounded only by the operator: the wait ends on SIGINT or SIGTERM.
-        while not stop.wait(timeout=1.0):
-            pass
-        return 0
+        while not stop.is_set():
+            await asyncio.sleep(0.25)
+        outcome["code"] = 0
     finally:
-        left = shutdown(handle, args.drain_timeout_s)
-        print(f"bertgw: stopped ({left} request(s) cut off)", flush=True)
+        try:
+            outcome["cut_off"] = await drain_async(handle, args.drain_timeout_s)
+        except Exception:  # noqa: BLE001 - stopping anyway; say why
+            logger.exception("event=drain_failed")
+        # On this loop too: Serve's shutdown closes the handles bound to it.
+        await serve.shutdown_async()
+        outcome["serve_stopped"] = 1

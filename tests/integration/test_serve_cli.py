@@ -36,10 +36,10 @@ def test_serve_answers_then_drains_and_exits_cleanly_on_sigterm(
     data["grpc"]["port"] = free_port()
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(data))
-    # As from an operator's shell: without the Serve settings that earlier tests in
-    # this process exported (the driver's own handle needs Serve's defaults; TODO(#3):
-    # read readiness over HTTP so a shell that exports them cannot break serve).
-    env = {k: v for k, v in os.environ.items() if k not in SERVE_TUNING_ENV}
+    # As from an operator's shell that exports Serve's tuning itself: with the
+    # handle router on the caller's loop, the CLI's own calls to the ingress must
+    # still be answered.
+    env = dict(os.environ) | SERVE_TUNING_ENV
     env |= {"HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 
     server = subprocess.Popen(
