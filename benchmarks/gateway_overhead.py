@@ -44,6 +44,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(REPO_ROOT / "benchmarks" / "peers"))
+
+from proctree import CpuByProcess  # noqa: E402 - found through the path above
+
 SHORT_TEXT = "Hi, my card was declined at the shop today."
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 
@@ -271,9 +275,17 @@ def measure_gateway(
             (1, args.concurrency_1text),
             (16, args.concurrency_16text),
         ):
-            result[f"grpc_saturation_{num_texts}text"] = asyncio.run(
-                saturate_grpc(target, num_texts, concurrency, args.saturation_s)
-            )
+            with CpuByProcess("load client") as cpu:
+                level = asyncio.run(
+                    saturate_grpc(target, num_texts, concurrency, args.saturation_s)
+                )
+            # Where the cores went: CPU seconds per second of the level, per process.
+            level["cores_by_process"] = {
+                role: round(seconds / cpu.wall_s, 3)
+                for role, seconds in cpu.seconds.items()
+                if seconds / cpu.wall_s >= 0.005
+            }
+            result[f"grpc_saturation_{num_texts}text"] = level
         return result
     finally:
         serve.shutdown()
@@ -379,6 +391,18 @@ def table(report: dict) -> str:
         )
     lines = ["| measure | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
+    lines += [
+        "",
+        "Where the cores went at saturation (CPU seconds per second, per process;"
+        " the load client runs on the same cores):",
+        "",
+        "| level | " + " | ".join(("process", "cores")) + " |",
+        "|---|---|---|",
+    ]
+    for num_texts in (1, 16):
+        cores = g[f"grpc_saturation_{num_texts}text"].get("cores_by_process", {})
+        for role, used in cores.items():
+            lines.append(f"| {num_texts} text(s) | `{role}` | {used:.2f} |")
     lines += [
         "",
         f"Variants compared (headline above: {report['gateway_variant']}):",

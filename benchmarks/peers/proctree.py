@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 
 _PR_SET_CHILD_SUBREAPER = 36
 _STOP_GRACE_S = 20.0
@@ -149,3 +150,54 @@ class CpuMeter:
     def _our_ticks() -> int:
         me = os.getpid()
         return sum(_cpu_ticks(pid) for pid in [me, *descendants(me)])
+
+
+def process_role(pid: int) -> str:
+    """What a process is, for a CPU breakdown: Ray's title for its workers
+    (`ray::ProxyActor`, `ray::ServeReplica:app:Ingress`), else its program or the
+    script a Python interpreter runs."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            argv = [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    if argv[0].startswith("ray::"):
+        return argv[0].split()[0].split(".")[0]
+    program = os.path.basename(argv[0])
+    if program.startswith("python") and len(argv) > 1:
+        scripts = [a for a in argv[1:] if a.endswith(".py")]
+        if scripts:
+            return os.path.basename(scripts[0])
+    return program
+
+
+class CpuByProcess:
+    """CPU seconds this process and each one below it spent over a span, summed
+    per `process_role`; this process itself is `self_role`."""
+
+    def __init__(self, self_role: str = "this process") -> None:
+        self._self_role = self_role
+
+    def _snapshot(self) -> dict[int, tuple[str, int]]:
+        me = os.getpid()
+        found = {me: (self._self_role, _cpu_ticks(me))}
+        for pid in descendants(me):
+            found[pid] = (process_role(pid), _cpu_ticks(pid))
+        return found
+
+    def __enter__(self) -> CpuByProcess:
+        self._start = self._snapshot()
+        self._start_s = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = self._snapshot()
+        self.wall_s = time.perf_counter() - self._start_s
+        seconds: dict[str, float] = {}
+        for pid, (role, ticks) in end.items():
+            used = ticks - self._start.get(pid, (role, 0))[1]
+            if used > 0:
+                seconds[role] = seconds.get(role, 0.0) + used / _CLOCK_TICKS_PER_S
+        self.seconds = dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
