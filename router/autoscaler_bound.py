@@ -8,6 +8,14 @@ multiplier capped at `max_multiple`, and the whole bound capped at `cap_multiple
 times the highest slot rate of the last day. It also keeps the highest rate seen in
 short windows (e.g. 10 s) over the last few minutes, so bursts shorter than a slot
 are sized for even though the forecast works on slot means.
+
+The realised peak is that of the rate, resolved only as finely as the counts allow:
+over windows of consecutive slots that hold, on average, at least
+`MIN_PEAK_REQUESTS` requests. With a handful of requests a slot, the highest slot
+is mostly Poisson noise (five slots of 8 requests peak about 40% above their mean
+at a constant rate), and a margin learnt from it would buy capacity for noise that
+the queueing model already sizes for. With many requests a slot the windows are
+single slots, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +26,9 @@ from collections.abc import Iterable
 
 DAY_S = 86_400.0
 _MIN_ERRORS = 30
+# Requests a window must hold on average for its rate to count as a peak: a count
+# of 25 has a Poisson spread of 20% of its mean.
+MIN_PEAK_REQUESTS = 25.0
 
 
 class UpperTracker:
@@ -86,7 +97,8 @@ class UpperTracker:
         if warm and len(self._issued) == self.horizon_slots:
             # Issued `horizon_slots` slots ago: it covered the slots seen since.
             issued = self._issued[0]
-            realised = max(list(self._slot_rates)[-self.horizon_slots :])
+            covered = list(self._slot_rates)[-self.horizon_slots :]
+            realised = self._realised_peak(covered)
             self._errors.append(
                 (
                     self._closed_slots,
@@ -96,6 +108,17 @@ class UpperTracker:
             if len(self._errors) >= _MIN_ERRORS:
                 self._log_margin = self._margin()
         self._issued.append(mean_peak_rps)
+
+    def _realised_peak(self, rates: list[float]) -> float:
+        """Highest mean rate over windows of consecutive slots that hold, on
+        average, at least MIN_PEAK_REQUESTS requests (single slots when they do)."""
+        mean_count = sum(rates) / len(rates) * self.slot_s
+        width = len(rates)
+        if mean_count > 0:
+            width = min(width, max(1, math.ceil(MIN_PEAK_REQUESTS / mean_count)))
+        return max(
+            sum(rates[i : i + width]) / width for i in range(len(rates) - width + 1)
+        )
 
     def _margin(self) -> float:
         """Log margin: a quantile of the errors, or the overload budget's."""

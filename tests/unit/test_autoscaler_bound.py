@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 
+from router import autoscaler_bound
 from router.autoscaler_bound import UpperTracker, overload_margin
 
 
@@ -91,3 +93,44 @@ def test_the_margin_window_takes_the_errors_of_this_time_of_day():
     for rate in day()[10:35]:
         windowed.close_slot(rate, 100.0)
     assert windowed.upper_rps(0.0, 100.0, 0.0) == pytest.approx(300.0, rel=1e-3)
+
+
+def test_a_handful_of_requests_a_slot_is_not_taken_for_a_peak(monkeypatch):
+    # Two-second slots, a five-slot horizon, traffic at a constant 4 req/s: about
+    # eight requests a slot, so single slots swing by a third around the mean.
+    def upper_after_constant_traffic(mean_per_slot: float) -> float:
+        rng = random.Random(7)
+        tracker = _tracker(slot_s=2.0, horizon_slots=5, confidence=0.95)
+        rate = mean_per_slot / 2.0
+        for _ in range(400):
+            tracker.close_slot(_poisson(rng, mean_per_slot) / 2.0, rate)
+        return tracker.upper_rps(0.0, rate, 0.0) / rate
+
+    # Windows of four slots (~32 requests): the margin is the spread of the rate's
+    # estimate, ~1.4x with the one-request offset of 0.5 req/s.
+    assert upper_after_constant_traffic(8.0) < 1.45
+    # Hundreds of requests a slot: single slots, as before, and little noise.
+    assert upper_after_constant_traffic(800.0) < 1.1
+    # The highest single slot would have asked for ~1.75x.
+    monkeypatch.setattr(autoscaler_bound, "MIN_PEAK_REQUESTS", 1e-9)
+    assert upper_after_constant_traffic(8.0) > 1.7
+
+
+def test_a_real_peak_inside_the_horizon_still_counts_with_few_requests():
+    tracker = _tracker(slot_s=2.0, horizon_slots=5, confidence=0.95)
+    # Forecast 4 req/s; every fifth horizon a burst at 5x lasting four slots.
+    for i in range(400):
+        rate = 20.0 if i % 25 < 4 else 4.0
+        tracker.close_slot(rate, 4.0)
+    assert tracker.upper_rps(0.0, 4.0, 0.0) > 4.0 * 2.5
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method for small means, a normal approximation for large ones."""
+    if mean > 50:
+        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
