@@ -337,15 +337,15 @@ SYSTEMS: dict[str, System] = {
             venv=".venv",
             probe_imports=("gateway.serve",),
             settings={
-                "server": "bertgw serve, one local cloud, one replica, no emulated "
-                "delay",
+                "server": "bertgw serve, one local cloud colocated with the "
+                "ingress (the model in the ingress process), no emulated delay",
                 "config": "benchmarks/peers/gateway.yaml",
                 "threads": THREADS,
-                "dtype": "float32 (backend torch)",
-                "batching": "replica @serve.batch, max_batch_size=32, "
-                "max_batch_wait_ms=2",
-                "admission": "defaults: SLO 200 ms p95, bounded queues, 503 on "
-                "overload",
+                "dtype": "int8 dynamic quantization (backend torch)",
+                "batching": "the ingress merges queued requests into batches of "
+                "up to 32 texts, no batch wait",
+                "admission": "SLO 500 ms p99; refuses a request predicted to finish "
+                "past 0.5 of it: 503 / UNAVAILABLE with Retry-After",
                 "route": "POST /v2/models/{model}/infer (OIP v2), gRPC ModelInfer",
             },
         ),
