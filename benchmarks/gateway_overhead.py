@@ -280,10 +280,9 @@ def measure_gateway(
                     saturate_grpc(target, num_texts, concurrency, args.saturation_s)
                 )
             # Where the cores went: CPU seconds per second of the level, per process.
+            cores = {role: s / cpu.wall_s for role, s in cpu.seconds.items()}
             level["cores_by_process"] = {
-                role: round(seconds / cpu.wall_s, 3)
-                for role, seconds in cpu.seconds.items()
-                if seconds / cpu.wall_s >= 0.005
+                role: round(used, 3) for role, used in cores.items() if used >= 0.005
             }
             result[f"grpc_saturation_{num_texts}text"] = level
         return result
@@ -396,7 +395,7 @@ def table(report: dict) -> str:
         "Where the cores went at saturation (CPU seconds per second, per process;"
         " the load client runs on the same cores):",
         "",
-        "| level | " + " | ".join(("process", "cores")) + " |",
+        "| level | process | cores |",
         "|---|---|---|",
     ]
     for num_texts in (1, 16):

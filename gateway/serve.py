@@ -88,16 +88,11 @@ def start_ray(
 
 def wait_ready(handle: Any, timeout_s: float) -> bool:
     """Polls the ingress until every model answers, for at most `timeout_s`."""
-    deadline_s = time.monotonic() + timeout_s
-    while time.monotonic() < deadline_s:
-        if handle.is_ready.remote().result(timeout_s=30):
-            return True
-        time.sleep(0.25)
-    return False
+    return asyncio.run(wait_ready_async(handle, timeout_s))
 
 
 async def wait_ready_async(handle: Any, timeout_s: float) -> bool:
-    """`wait_ready` from an event loop (see `_serve_until_stopped`)."""
+    """`wait_ready` from a running event loop (see `_serve_until_stopped`)."""
     deadline_s = time.monotonic() + timeout_s
     while time.monotonic() < deadline_s:
         if await asyncio.wait_for(handle.is_ready.remote(), timeout=30):
@@ -107,7 +102,7 @@ async def wait_ready_async(handle: Any, timeout_s: float) -> bool:
 
 
 async def drain_async(handle: Any, timeout_s: float) -> int:
-    """`drain` from an event loop: stops new requests, waits for in-flight ones."""
+    """`drain` from a running event loop."""
     left = await asyncio.wait_for(handle.drain.remote(), timeout=30)
     deadline_s = time.monotonic() + timeout_s
     while left > 0 and time.monotonic() < deadline_s:
@@ -118,12 +113,7 @@ async def drain_async(handle: Any, timeout_s: float) -> int:
 
 def drain(handle: Any, timeout_s: float) -> int:
     """Stops new requests and waits for in-flight ones; returns those left over."""
-    left = handle.drain.remote().result(timeout_s=30)
-    deadline_s = time.monotonic() + timeout_s
-    while left > 0 and time.monotonic() < deadline_s:
-        time.sleep(DRAIN_POLL_S)
-        left = handle.in_flight.remote().result(timeout_s=30)
-    return left
+    return asyncio.run(drain_async(handle, timeout_s))
 
 
 def shutdown(handle: Any | None, drain_timeout_s: float) -> int:
