@@ -33,6 +33,9 @@ TIMEOUT_HEADER = "x-bertgw-timeout-ms"
 CLOUD_HEADER = "x-bertgw-cloud"
 
 _READINESS_RETRY_S = 1.0
+# One readiness call's limit: long enough for a cold model, bounded for a pool
+# that has no replica to answer.
+_READINESS_CHECK_S = 60.0
 
 
 INGRESS_NAME = "ingress"
@@ -124,18 +127,43 @@ class IngressCore:
         if self.config.metrics.enabled:
             self._tasks.append(loop.create_task(self._replica_poll_loop()))
 
+    def _readiness_clouds(self) -> list[str]:
+        """The clouds every model must answer from before it is ready.
+
+        Those that keep replicas at all times (`min_replicas` >= 1, or colocated);
+        a cloud that may scale to zero has no replica to ask once it has. With no
+        such cloud, any one cloud's answer makes a model ready.
+        """
+        return [
+            c.name for c in self.config.clouds if c.colocated or c.min_replicas >= 1
+        ]
+
     async def _readiness_loop(self) -> None:
         # Bounded by the default request timeout times a generous factor: a model
         # that has not answered by then is reported and left not ready.
         limit_s = max(600.0, 10 * self.config.ingress.default_timeout_ms / 1000.0)
         start_s = self.clock()
-        pending = {(m, c) for m in self.config.model_names for c in self.pools}
+        floor = self._readiness_clouds()
+        any_cloud = not floor
+        pending = {
+            (m, c) for m in self.config.model_names for c in (floor or self.pools)
+        }
         while pending and self.clock() - start_s < limit_s:
             for model, cloud in sorted(pending):
-                reply = await self.pools[cloud].check(model)
+                if (model, cloud) not in pending:
+                    continue  # another cloud answered for this model
+                try:
+                    reply = await asyncio.wait_for(
+                        self.pools[cloud].check(model), _READINESS_CHECK_S
+                    )
+                except TimeoutError:
+                    reply = None  # e.g. a pool scaled to zero: ask again later
                 if reply is not None:
                     self.model_labels[model] = reply.labels
-                    pending.discard((model, cloud))
+                    answered = {(model, cloud)}
+                    if any_cloud:
+                        answered = {(m, c) for m, c in pending if m == model}
+                    pending -= answered
             for model in self.config.model_names:
                 if not any(m == model for m, _ in pending):
                     self._ready_models.add(model)

@@ -1,11 +1,13 @@
 """A replica deployment scales up through our Serve autoscaling policy.
 
-A real gateway (local Ray, Serve, two emulated clouds on loopback) whose cheap cloud
-may run 1 to 2 replicas. Load above what the floor carries within the SLO makes the
-policy (gateway/autoscaling.py -> router.autoscaler) ask for a second replica, and
-Serve starts it. Scale-down is not checked here: the forecast's upper bound keeps
-the error of the load's sudden stop for as long as the forecaster keeps its error
-history, which is far longer than a test may wait.
+A real gateway (local Ray, Serve, three emulated clouds on loopback) whose cheap
+cloud may run 1 to 2 replicas. Load above what the floor carries within the SLO
+makes the policy (gateway/autoscaling.py -> router.autoscaler) ask for a second
+replica, and Serve starts it. A third, dearest cloud may scale to zero: the gateway
+turns ready without waiting for it, and the policy takes its one starting replica
+away while nothing needs it. Scale-down of the cheap cloud is not checked here:
+the forecast's upper bound keeps the error of the load's sudden stop for as long as
+the forecaster keeps its error history, which is far longer than a test may wait.
 """
 
 from __future__ import annotations
@@ -37,14 +39,16 @@ LOAD_WORKERS = 6
 
 
 def _config_data(model_dir: Path) -> dict[str, Any]:
-    def cloud(name: str, price: float, max_replicas: int) -> dict[str, Any]:
+    def cloud(
+        name: str, price: float, max_replicas: int, min_replicas: int = 1
+    ) -> dict[str, Any]:
         return {
             "name": name,
             "provider": "test",
             "region": f"region-{name}",
             "accelerator": "T4",
             "on_demand_usd_per_hour": price,
-            "min_replicas": 1,
+            "min_replicas": min_replicas,
             "max_replicas": max_replicas,
             "placement": f"cloud_{name}",
             "replica_num_cpus": 0.25,
@@ -62,7 +66,11 @@ def _config_data(model_dir: Path) -> dict[str, Any]:
                 "max_batch_wait_ms": 2,
             }
         ],
-        "clouds": [cloud("cheap", 0.1, 2), cloud("dear", 0.5, 1)],
+        "clouds": [
+            cloud("cheap", 0.1, 2),
+            cloud("dear", 0.5, 1),
+            cloud("burst", 2.0, 1, min_replicas=0),
+        ],
         "slo": {"latency_ms": 1000, "quantile": 0.95},
         "autoscaler": {
             "decision_interval_s": 1.0,
@@ -129,6 +137,24 @@ def _load(url: str, stop: threading.Event, sent: list[int]) -> None:
                 sent.append(TEXTS_PER_REQUEST)
             else:
                 time.sleep(0.05)
+
+
+def test_a_cloud_that_may_scale_to_zero_does_so_while_idle(
+    gateway: GatewayConfig,
+) -> None:
+    # Ready (the fixture waited) with the burst cloud still starting or gone; no
+    # load, so the policy drops it to zero after its downscale delay.
+    down_s = _wait_for(gateway, "burst", 0)
+
+    assert down_s is not None, "the burst cloud kept its replica while idle"
+    url = f"http://127.0.0.1:{gateway.http.port}"
+    response = httpx.post(
+        f"{url}/v1/classify",
+        json={"model": MODEL, "texts": ["where is my card"]},
+        timeout=30.0,
+    )
+    assert response.status_code == 200
+    assert response.json()["cloud"] in ("cheap", "dear")
 
 
 def test_cheap_cloud_scales_up_through_the_policy_under_load(
