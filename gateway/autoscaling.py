@@ -440,13 +440,16 @@ def scaling_options(config: GatewayConfig, model: str, cloud: str) -> dict[str, 
         "initial_replicas": max(1, spec.min_replicas),
     }
     if config.autoscaling_policy == "ray_default":
-        # The baseline: Serve's queue-length policy, with our delays for fairness.
+        # The baseline: Serve's queue-length policy, with our delays and our
+        # metrics' freshness for fairness.
         settings = autoscaler_settings(config)
         return {
             "autoscaling_config": AutoscalingConfig(
                 **bounds,
                 upscale_delay_s=settings.upscale_delay_s,
                 downscale_delay_s=settings.downscale_delay_s,
+                metrics_interval_s=METRICS_PUSH_INTERVAL_S,
+                look_back_period_s=METRICS_LOOK_BACK_S,
             )
         }
     policy = AutoscalingPolicy(

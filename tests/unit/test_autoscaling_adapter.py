@@ -289,6 +289,11 @@ def test_ray_default_baseline_uses_serves_policy_with_our_delays(
 
     assert scaled.policy.is_default_policy_function()
     assert (scaled.upscale_delay_s, scaled.downscale_delay_s) == (0.0, 7.0)
+    ours = scaling_options(config, "demo", "cheap")["autoscaling_config"]
+    assert (scaled.metrics_interval_s, scaled.look_back_period_s) == (
+        ours.metrics_interval_s,
+        ours.look_back_period_s,
+    )
 
 
 def test_published_status_sets_gauges_for_known_clouds_only() -> None:
