@@ -60,7 +60,10 @@ class UpperTracker:
         self.season_slots = season_slots
         self.margin_window_slots = margin_window_slots
         self._closed_slots = 0
-        self._eps_rps = 1.0 / slot_s  # one request per slot: keeps log finite
+        # Errors are log((realised + eps) / (issued + eps)): relative where the
+        # horizon holds many requests, absolute (in units of eps) where it holds
+        # fewer than MIN_PEAK_REQUESTS, whose counts cannot resolve a ratio.
+        self.eps_rps = MIN_PEAK_REQUESTS / (self.horizon_slots * slot_s)
         self._slot_rates: deque[float] = deque(maxlen=max(1, int(DAY_S / slot_s)))
         self._issued: deque[float] = deque(maxlen=self.horizon_slots)
         # (slot number, log error), the slot being the last one the error covers.
@@ -102,7 +105,7 @@ class UpperTracker:
             self._errors.append(
                 (
                     self._closed_slots,
-                    math.log((realised + self._eps_rps) / (issued + self._eps_rps)),
+                    math.log((realised + self.eps_rps) / (issued + self.eps_rps)),
                 )
             )
             if len(self._errors) >= _MIN_ERRORS:
@@ -157,7 +160,7 @@ class UpperTracker:
             upper = forecaster_upper_rps
         else:
             margin = min(max(self._log_margin, 0.0), math.log(self.max_multiple))
-            upper = (mean_rps + self._eps_rps) * math.exp(margin) - self._eps_rps
+            upper = (mean_rps + self.eps_rps) * math.exp(margin) - self.eps_rps
         if self._slot_rates:
             cap = self.cap_multiple * max(self._slot_rates)
             upper = min(upper, max(cap, mean_rps))

@@ -353,10 +353,10 @@ def test_noise_cannot_blow_up_the_upper_bound() -> None:
         _feed_slot(autoscaler, clock, 50.0 if rng.random() < 0.1 else 0.02)
     decision = autoscaler.decide({})
     # Capped at upper_cap_multiple (2) x the day's highest slot rate (50) = 100 req/s,
-    # or at 3x the forecast mean, whichever is lower.
+    # or at 3x the forecast mean (plus the tracker's offset), whichever is lower.
     assert decision.upper_rps <= 2 * 50.0 + 1e-9
     assert decision.upper_rps <= max(
-        3 * (decision.forecast_rps + 1 / SLOT_S),
+        3 * (decision.forecast_rps + autoscaler._upper.eps_rps),
         autoscaler._upper.recent_peak_rps(clock()),
     )
 
