@@ -1,12 +1,24 @@
 """Our autoscaler through Ray Serve against Serve's own queue-length autoscaler, live.
 
-Starts the gateway with configs/local.yaml, lets each cloud scale between its
-`min_replicas` and a small `max_replicas` (2-3: this machine has 2 cores), and
-replays a real trace (WorldCup98 requests per minute, a 4-hour window around a
-match, played in a few minutes, scaled to a mean rate) against it twice with the
-same schedule: once with `autoscaling_policy: bertgw` (router.autoscaler through
-gateway/autoscaling.py) and once with `ray_default` (Serve's default policy, given
-the same upscale and downscale delays). Replica counts, cost rate and the
+Starts the gateway with configs/local.yaml, lets each cloud scale between a floor
+and a small `max_replicas` (2-3: this machine has 2 cores), and replays a real
+trace (WorldCup98 requests per minute, a 4-hour window around a match, played in a
+few minutes, scaled to a mean rate) against it twice with the same schedule: once
+with `autoscaling_policy: bertgw` (router.autoscaler through gateway/autoscaling.py)
+and once with `ray_default` (Serve's default policy, given the same upscale and
+downscale delays, metrics interval and look-back).
+
+The floors: GCP, the middle cloud, keeps one replica; the dear near cloud (AWS,
+on-demand) and the cheap far one (Azure) may scale to zero. With a floor of one in
+every cloud (configs/local.yaml as shipped) the floor alone holds all that two cores
+compute, so Serve's default never leaves it and no policy can run fewer replicas;
+what a policy decides is then only whether to add more. With burst clouds at zero
+the question is the one an operator pays for: which replicas to keep, and when to
+bring one back before the load needs it. The autoscaler's delays and its memory of
+short peaks are compressed with the trace (30 s decisions -> 2 s, 270 s lead -> 8 s,
+600 s downscale delay -> 15 s, a 300 s peak memory -> 20 s).
+
+Replica counts, cost rate and the
 autoscaler's forecast are read from the gateway's /metrics once a second.
 
     ours.replica_hours = sum over samples of running replicas x dt / 3600
@@ -51,6 +63,7 @@ TEXTS_CSV = DATA / "intent" / "banking77_test.csv"
 MODEL = "demo-intents"
 POLICIES = ("bertgw", "ray_default")
 SAMPLE_INTERVAL_S = 1.0
+MISS_BUCKET_S = 10.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,7 +74,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--max-replicas",
         default="azure-westus2=3,gcp-us-central1=2,aws-us-east-1=2",
-        help="cloud=max pairs; min_replicas stay as configured",
+        help="cloud=max pairs",
+    )
+    parser.add_argument(
+        "--min-replicas",
+        default="azure-westus2=0,gcp-us-central1=1,aws-us-east-1=0",
+        help="cloud=min pairs; a cloud not named keeps its configured min_replicas",
     )
     parser.add_argument("--replica-num-cpus", type=float, default=0.25)
     parser.add_argument(
@@ -79,6 +97,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--provisioning-lead-s", type=float, default=8.0)
     parser.add_argument("--downscale-delay-s", type=float, default=15.0)
     parser.add_argument("--drain-s", type=float, default=2.0)
+    parser.add_argument("--peak-window-s", type=float, default=4.0)
+    parser.add_argument("--peak-memory-s", type=float, default=20.0)
     parser.add_argument("--settle-s", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", default=str(RESULTS / "autoscale_live.json"))
@@ -90,10 +110,15 @@ def bench_config(args: argparse.Namespace, policy: str) -> GatewayConfig:
     """configs/local.yaml with loopback ports, scaling bounds and compressed delays."""
     config = with_ports(load_config(args.config), args.http_port, args.grpc_port)
     maxima = dict(pair.split("=") for pair in args.max_replicas.split(",") if pair)
+    minima = dict(pair.split("=") for pair in args.min_replicas.split(",") if pair)
     clouds = tuple(
         c.model_copy(
             update={
-                "max_replicas": max(c.min_replicas, int(maxima.get(c.name, 1))),
+                "min_replicas": int(minima.get(c.name, c.min_replicas)),
+                "max_replicas": max(
+                    int(minima.get(c.name, c.min_replicas)),
+                    int(maxima.get(c.name, 1)),
+                ),
                 "replica_num_cpus": args.replica_num_cpus,
             }
         )
@@ -106,6 +131,8 @@ def bench_config(args: argparse.Namespace, policy: str) -> GatewayConfig:
         "upscale_delay_s": 0.0,
         "downscale_delay_s": args.downscale_delay_s,
         "drain_s": args.drain_s,
+        "peak_window_s": args.peak_window_s,
+        "peak_memory_s": args.peak_memory_s,
     }
     return config.model_copy(
         update={
@@ -229,6 +256,17 @@ def summarize_policy(
     )
     ok = [r for r in records if r.kind == "ok" and r.latency_s is not None]
     clouds = [c.name for c in config.clouds]
+    slo_s = config.slo.latency_ms / 1000.0
+    # When the misses happened: requests not answered within the SLO, by the
+    # MISS_BUCKET_S of the replay they were scheduled in, and what they were.
+    misses: dict[str, dict[str, int]] = {}
+    for r in records:
+        if r.kind == "ok" and r.latency_s is not None and r.latency_s <= slo_s:
+            continue
+        start = (r.scheduled_s or 0.0) // MISS_BUCKET_S * MISS_BUCKET_S
+        kind = "slow" if r.kind == "ok" else r.kind
+        bucket = misses.setdefault(f"{start:g}", {})
+        bucket[kind] = bucket.get(kind, 0) + 1
     return {
         "policy": policy,
         "slo_attainment": summary["slo"]["attainment"],
@@ -240,6 +278,7 @@ def summarize_policy(
         if ok
         else None,
         "share_per_cloud": summary["share_per_cloud"],
+        "misses_by_start_s": misses,
         "max_replicas_seen": {
             c: max((s.get(f"bertgw_replicas:{c}", 0.0) for s in samples), default=0.0)
             for c in clouds
@@ -264,21 +303,18 @@ def plot(result: dict[str, Any], path: Path) -> None:
     offsets = np.array(result["schedule_offsets_s"])
     edges = np.arange(0.0, result["duration_s"] + 2.0, 2.0)
     counts, _ = np.histogram(offsets, edges)
-    per_text = result["texts_per_request"]
-    rate_ax.step(
-        edges[:-1], counts / 2.0 * per_text, where="post", label="offered texts/s"
-    )
+    rate_ax.step(edges[:-1], counts / 2.0, where="post", label="offered requests/s")
     ours = next((r for r in runs if r["policy"] == "bertgw"), None)
     if ours is not None:
         t_s = [s["t_s"] for s in ours["samples"]]
         for key, label in (
-            ("bertgw_autoscaler_observed_rps", "observed texts/s (autoscaler)"),
+            ("bertgw_autoscaler_observed_rps", "observed requests/s (autoscaler)"),
             ("bertgw_autoscaler_forecast_rps", "forecast (peak over horizon)"),
             ("bertgw_autoscaler_forecast_upper_rps", "forecast upper bound"),
         ):
             values = [s.get(key, np.nan) for s in ours["samples"]]
             rate_ax.plot(t_s, values, label=label)
-    rate_ax.set_ylabel("texts/s")
+    rate_ax.set_ylabel(f"requests/s ({result['texts_per_request']} texts each)")
     rate_ax.set_title(result["trace"])
     rate_ax.legend(fontsize=8)
     for ax, run in zip(axes[1:], runs, strict=True):
@@ -312,6 +348,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`",
         "",
         f"Trace: {result['trace']}; {result['texts_per_request']} texts per request; "
+        f"min replicas {result.get('min_replicas', 'as configured')}; "
         f"max replicas {result['max_replicas']}; SLO {result['slo_ms']:g} ms.",
         "",
         "| policy | slo_attainment | replica_hours | usd | p50 ms | p95 ms | "
@@ -374,11 +411,13 @@ def main() -> int:
         "texts_per_request": args.texts_per_request,
         "slo_ms": config.slo.latency_ms,
         "clouds": [c.name for c in config.clouds],
+        "min_replicas": {c.name: c.min_replicas for c in config.clouds},
         "max_replicas": {c.name: c.max_replicas for c in config.clouds},
         "autoscaler_settings": config.autoscaler,
         "ray_default_settings": (
             "Serve's default queue-length policy (target_ongoing_requests default), "
-            "with the same upscale/downscale delays as ours"
+            "with the same upscale/downscale delays, metrics push interval and "
+            "look-back period as ours"
         ),
         "schedule_offsets_s": [round(float(t), 4) for t in offsets_s],
         "ours": {
