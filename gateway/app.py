@@ -82,6 +82,39 @@ def grpc_env(config: GatewayConfig) -> dict[str, str]:
     return {"RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(config.grpc.max_message_bytes)}
 
 
+# Seconds a draining direct-ingress replica keeps answering after it stops being
+# a target, for load balancers to notice (Serve's default is 30 s). The gateway's
+# own drain refuses new requests first, so a short one suffices.
+DIRECT_INGRESS_DRAIN_S = 1.0
+
+
+def direct_ingress_env(config: GatewayConfig) -> dict[str, str]:
+    """Serve's direct-ingress switches, from `ingress.direct_*_port`.
+
+    Serve reads them from the environment of its controller and replicas, so they
+    are set before Ray starts; the config decides, whatever was exported. Replica
+    i gets the i-th port of each range; a released port goes straight back to the
+    pool (no HAProxy here to hold a stale target), so a restarted replica finds one.
+    """
+    ingress = config.ingress
+    if ingress.direct_http_port is None:
+        return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+    count = ingress.num_replicas
+    env = {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(ingress.direct_http_port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ingress.direct_http_port + count),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DIRECT_INGRESS_DRAIN_S),
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+    }
+    if ingress.direct_grpc_port is not None:
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"] = str(ingress.direct_grpc_port)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] = str(
+            ingress.direct_grpc_port + count
+        )
+    return env
+
+
 def start_serve(config: GatewayConfig) -> None:
     """Starts Serve's HTTP and gRPC proxies on the configured loopback ports."""
     grpc_options = None

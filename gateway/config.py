@@ -183,6 +183,17 @@ class IngressConfig(_Frozen):
     # where the proxies run), so losing a cloud's node never takes the front door
     # with it. None: anywhere with free CPUs.
     placement: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")
+    # Direct ingress (Ray Serve's RAY_SERVE_ENABLE_DIRECT_INGRESS): each ingress
+    # replica also serves HTTP and gRPC on its own ports, without the hop through
+    # Serve's proxies; replica i of `num_replicas` gets direct_http_port + i and
+    # direct_grpc_port + i on its node (Serve hands them out in that order when it
+    # starts them). The proxies keep serving http.port and grpc.port. None: off.
+    direct_http_port: int | None = Field(default=None, ge=1024, le=65535)
+    direct_grpc_port: int | None = Field(default=None, ge=1024, le=65535)
+
+    @property
+    def direct(self) -> bool:
+        return self.direct_http_port is not None
 
 
 class GatewayConfig(_Frozen):
@@ -220,6 +231,7 @@ class GatewayConfig(_Frozen):
                 raise ValueError(f"{kind} names must be unique, repeated: {dupes}")
         if self.http.port == self.grpc.port and self.grpc.enabled:
             raise ValueError(f"http.port and grpc.port are both {self.http.port}")
+        self._check_direct_ports()
         colocated = [c for c in self.clouds if c.colocated]
         if len(colocated) > 1:
             raise ValueError(
@@ -240,6 +252,41 @@ class GatewayConfig(_Frozen):
                     f"{cloud.min_replicas} and {cloud.max_replicas}"
                 )
         return self
+
+    def _check_direct_ports(self) -> None:
+        ingress = self.ingress
+        if ingress.direct_http_port is None:
+            if ingress.direct_grpc_port is not None:
+                raise ValueError(
+                    "ingress.direct_grpc_port needs ingress.direct_http_port too "
+                    "(Serve's direct ingress always serves HTTP)"
+                )
+            return
+        if self.grpc.enabled and ingress.direct_grpc_port is None:
+            raise ValueError(
+                "ingress.direct_http_port is set and grpc is enabled: set "
+                "ingress.direct_grpc_port too"
+            )
+        count = ingress.num_replicas
+        taken = {self.http.port: "http.port"}
+        if self.grpc.enabled:
+            taken[self.grpc.port] = "grpc.port"
+        ranges = [("ingress.direct_http_port", ingress.direct_http_port)]
+        if self.grpc.enabled and ingress.direct_grpc_port is not None:
+            ranges.append(("ingress.direct_grpc_port", ingress.direct_grpc_port))
+        for name, first in ranges:
+            for port in range(first, first + count):
+                if port > 65535:
+                    raise ValueError(
+                        f"{name}={first}: {count} ingress replicas need ports up "
+                        f"to {first + count - 1}, past 65535"
+                    )
+                if port in taken:
+                    raise ValueError(
+                        f"{name}={first}: port {port} (one per ingress replica) "
+                        f"is also {taken[port]}"
+                    )
+                taken[port] = name
 
     @property
     def colocated_cloud(self) -> CloudConfig | None:

@@ -64,12 +64,21 @@ def start_ray(
     """Joins `address`, or starts a local loopback node with every cloud's resource."""
     import ray
 
-    from gateway.app import grpc_env
+    from gateway.app import direct_ingress_env, grpc_env
 
     offline_env()
     for key, value in {**SERVE_TUNING_ENV, **grpc_env(config)}.items():
         os.environ.setdefault(key, value)
+    direct = direct_ingress_env(config)
+    os.environ.update(direct)
     if address is not None:
+        if config.ingress.direct:
+            # Serve's processes there inherit their node's environment, not ours.
+            logger.warning(
+                "event=direct_ingress_needs_node_env env=%s "
+                "(export these on every node before `ray start`)",
+                " ".join(f"{k}={v}" for k, v in sorted(direct.items())),
+            )
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
         return
     kwargs: dict[str, Any] = {}
@@ -186,6 +195,15 @@ def preflight(config: GatewayConfig, local: bool) -> list[str]:
         ports = [("http.port", config.http.host, config.http.port)]
         if config.grpc.enabled:
             ports.append(("grpc.port", "0.0.0.0", config.grpc.port))
+        ingress = config.ingress
+        for i in range(ingress.num_replicas):
+            if ingress.direct_http_port is not None:
+                port = ingress.direct_http_port + i
+                ports.append(("ingress.direct_http_port", config.http.host, port))
+            if config.grpc.enabled and ingress.direct_grpc_port is not None:
+                # The replica's gRPC server, like the proxy, takes every interface.
+                port = ingress.direct_grpc_port + i
+                ports.append(("ingress.direct_grpc_port", "0.0.0.0", port))
         for field, host, port in ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 # Lets a port that a stopped gateway left in TIME_WAIT count as free.
@@ -257,6 +275,17 @@ async def _serve_until_stopped(
         if config.grpc.enabled:
             # Serve's gRPC proxy has no host setting: it listens on every interface.
             print(f"bertgw: gRPC  0.0.0.0:{config.grpc.port} (every interface)")
+        ingress = config.ingress
+        if ingress.direct_http_port is not None:
+            # Serve's proxies are skipped here; one port per ingress replica.
+            last = ingress.num_replicas - 1
+            ports = f"{ingress.direct_http_port}-{ingress.direct_http_port + last}"
+            print(f"bertgw: direct HTTP  {config.http.host}:{ports} (same routes)")
+            if config.grpc.enabled and ingress.direct_grpc_port is not None:
+                grpc_ports = (
+                    f"{ingress.direct_grpc_port}-{ingress.direct_grpc_port + last}"
+                )
+                print(f"bertgw: direct gRPC  0.0.0.0:{grpc_ports} (every interface)")
         print(f"bertgw: models {', '.join(config.model_names)}; ready={ready}")
         print("bertgw: Ctrl-C drains and stops", flush=True)
         if not ready:

@@ -90,7 +90,14 @@ def gateway_config_data(model_dir: Path, tokens_file: Path) -> dict[str, Any]:
             "max_ongoing_requests_per_replica": 8,
             "max_queued_requests_per_replica": 256,
         },
-        "ingress": {"num_cpus": 0.25, "default_timeout_ms": 60_000},
+        # Both ways in: Serve's proxies on the ports above, and the ingress
+        # replica's own ports (direct ingress).
+        "ingress": {
+            "num_cpus": 0.25,
+            "default_timeout_ms": 60_000,
+            "direct_http_port": free_port(),
+            "direct_grpc_port": free_port(),
+        },
     }
 
 
@@ -109,6 +116,21 @@ class Gateway:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.config.grpc.port}"
+
+    def url(self, route: str) -> str:
+        """The HTTP base URL through Serve's proxy ("proxy") or straight to the
+        ingress replica ("direct")."""
+        port = self.config.http.port
+        if route == "direct":
+            port = self.config.ingress.direct_http_port
+        return f"http://127.0.0.1:{port}"
+
+    def target(self, route: str) -> str:
+        """The gRPC target, as `url`."""
+        port = self.config.grpc.port
+        if route == "direct":
+            port = self.config.ingress.direct_grpc_port
+        return f"127.0.0.1:{port}"
 
     def headers(self, token: str = TOKEN, **extra: str) -> dict[str, str]:
         return {"authorization": f"Bearer {token}", **extra}

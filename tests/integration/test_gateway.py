@@ -77,12 +77,16 @@ def infer_doc(texts: list[str], **extra: Any) -> dict[str, Any]:
     }
 
 
+# Serve's proxies, and the ingress replica's own ports (direct ingress).
+ROUTES = ("proxy", "direct")
+
+
 def post_infer(
-    gw: Gateway, body: Any, model: str = MODEL, **headers: str
+    gw: Gateway, body: Any, model: str = MODEL, route: str = "proxy", **headers: str
 ) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
     return httpx.post(
-        f"{gw.http_url}/v2/models/{model}/infer",
+        f"{gw.url(route)}/v2/models/{model}/infer",
         content=content,
         headers=gw.headers(**headers),
         timeout=60.0,
@@ -99,9 +103,12 @@ def test_readiness_turns_true_only_after_start_up(gateway: Gateway) -> None:
     assert httpx.get(f"{gateway.http_url}/v2/health/live").json() == {"live": True}
 
 
-def test_http_infer_through_tritonclient(gateway: Gateway, reference: dict) -> None:
+@pytest.mark.parametrize("route", ROUTES)
+def test_http_infer_through_tritonclient(
+    gateway: Gateway, reference: dict, route: str
+) -> None:
     texts = list(reference)[:3]
-    client = thttp.InferenceServerClient(gateway.http_url.removeprefix("http://"))
+    client = thttp.InferenceServerClient(gateway.url(route).removeprefix("http://"))
     tensor = thttp.InferInput("text", [len(texts)], "BYTES")
     tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
 
@@ -153,13 +160,14 @@ print(json.dumps({
 """
 
 
+@pytest.mark.parametrize("route", ROUTES)
 def test_grpc_through_unmodified_tritonclient(
-    gateway: Gateway, reference: dict
+    gateway: Gateway, reference: dict, route: str
 ) -> None:
     texts = list(reference)[3:7]
 
     done = subprocess.run(
-        [sys.executable, "-c", TRITON_GRPC_SCRIPT, gateway.grpc_target, TOKEN, MODEL],
+        [sys.executable, "-c", TRITON_GRPC_SCRIPT, gateway.target(route), TOKEN, MODEL],
         input=json.dumps(texts),
         capture_output=True,
         text=True,
@@ -222,10 +230,11 @@ def test_plain_classify_route_returns_probabilities_by_label(gateway: Gateway) -
         (infer_doc(["y" * 1_100_000]), MODEL, 413, "the limit is 1000000"),
     ],
 )
+@pytest.mark.parametrize("route", ROUTES)
 def test_http_errors_map_to_their_status(
-    gateway: Gateway, body: Any, model: str, status: int, message: str
+    gateway: Gateway, body: Any, model: str, status: int, message: str, route: str
 ) -> None:
-    response = post_infer(gateway, body, model=model)
+    response = post_infer(gateway, body, model=model, route=route)
 
     assert response.status_code == status
     assert message in response.json()["error"]
@@ -256,12 +265,16 @@ def test_non_utf8_text_in_binary_tensor_is_400(gateway: Gateway) -> None:
 
 
 def grpc_infer(
-    gw: Gateway, texts: list[bytes], model: str = MODEL, metadata: list | None = None
+    gw: Gateway,
+    texts: list[bytes],
+    model: str = MODEL,
+    metadata: list | None = None,
+    route: str = "proxy",
 ) -> pb.ModelInferResponse:
     request = pb.ModelInferRequest(model_name=model)
     request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
     request.raw_input_contents.append(encode_bytes_tensor(texts))
-    with grpc.insecure_channel(gw.grpc_target) as channel:
+    with grpc.insecure_channel(gw.target(route)) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
         md = [("authorization", f"Bearer {TOKEN}")] if metadata is None else metadata
         return stub.ModelInfer(request, metadata=md, timeout=60)
@@ -283,11 +296,17 @@ def grpc_infer(
         ),
     ],
 )
+@pytest.mark.parametrize("route", ROUTES)
 def test_grpc_errors_map_to_their_code(
-    gateway: Gateway, texts: list[bytes], model: str, metadata: Any, code: Any
+    gateway: Gateway,
+    texts: list[bytes],
+    model: str,
+    metadata: Any,
+    code: Any,
+    route: str,
 ) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        grpc_infer(gateway, texts, model, metadata)
+        grpc_infer(gateway, texts, model, metadata, route)
 
     assert info.value.code() == code
     assert "Traceback" not in (info.value.details() or "")

@@ -212,3 +212,32 @@ def test_the_ingress_is_placed_by_its_own_resource_or_by_a_colocated_cloud() -> 
     data["clouds"][0] |= {"colocated": True, "min_replicas": 1, "max_replicas": 1}
     with pytest.raises(ConfigError, match="both place the ingress"):
         parse_config(data)
+
+
+def test_direct_ingress_ports_are_one_per_replica_and_clear_of_the_proxies() -> None:
+    from gateway.app import direct_ingress_env
+
+    data = with_change(("http",), {"port": 8000})
+    data["grpc"] = {"enabled": True, "port": 9000}
+    data["ingress"] = {"num_replicas": 2, "direct_http_port": 8100}
+    with pytest.raises(ConfigError, match="set ingress.direct_grpc_port too"):
+        parse_config(data)
+
+    data["ingress"]["direct_grpc_port"] = 7999  # replica 1 would take 8000
+    with pytest.raises(ConfigError, match="port 8000 .* is also http.port"):
+        parse_config(data)
+
+    data["ingress"]["direct_grpc_port"] = 9100
+    env = direct_ingress_env(parse_config(data))
+    assert env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # Serve hands out [min, max): one port per ingress replica.
+    assert (
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"],
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"],
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"],
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"],
+    ) == ("8100", "8102", "9100", "9102")
+    # Off unless configured, whatever the shell exported.
+    assert direct_ingress_env(parse_config(MINIMAL)) == {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"
+    }

@@ -46,3 +46,24 @@ def test_a_port_something_listens_on_is_refused_on_a_local_node(
 
     assert len(problems) == 1
     assert problems[0].startswith(f"http.port: {port} on 127.0.0.1 is taken")
+
+
+def test_a_taken_direct_ingress_port_is_refused_on_a_local_node(
+    demo_model_dir: Path,
+) -> None:
+    with _listener() as taken:
+        port = taken.getsockname()[1]
+        data = with_change(("models", 0, "checkpoint"), str(demo_model_dir))
+        data["http"] = {"host": "127.0.0.1", "port": _free_port()}
+        data["grpc"] = {"enabled": False}
+        data["ingress"] = {"direct_http_port": port}
+
+        problems = preflight(parse_config(data), local=True)
+
+    assert len(problems) == 1
+    assert problems[0].startswith(f"ingress.direct_http_port: {port} on 127.0.0.1")
+
+
+def _free_port() -> int:
+    with _listener() as probe:
+        return probe.getsockname()[1]
