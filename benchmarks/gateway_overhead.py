@@ -7,15 +7,18 @@ Side by side in one run, on the same machine and the same fine-tuned demo model:
 * gateway: a real local Ray Serve deployment (one cloud, no emulation) reached over
   HTTP (OIP v2 JSON) and gRPC (OIP v2, raw contents), one request at a time
   (latency), then many at once for a fixed time (saturation), with 1 and 16 texts
-  per request. Three variants: the cloud as its own replica deployment under
+  per request. Four variants: the cloud as its own replica deployment under
   Serve's default settings (serve_defaults) and under gateway.serve's tuned ones
-  (tuned), and the cloud colocated with the ingress (colocated, tuned settings:
-  the ingress classifies in-process, one Serve hop fewer). The headline is
-  colocated, the set-up for a cloud on the gateway's own machine;
+  (tuned), the cloud colocated with the ingress (colocated, tuned settings: the
+  ingress classifies in-process, one Serve hop fewer), and that again reached on
+  the ingress replica's own ports (colocated_direct: Serve's direct ingress, no
+  proxy hop). The headline is the last of these measured, the set-up for a
+  cloud on the gateway's own machine;
 * serve_floor: what any Ray Serve application pays on this machine: a deployment
   that answers the same HTTP and gRPC requests with a fixed reply and no model,
-  behind the same proxies and tuned settings. Its latency is the floor under the
-  gateway's added latency that the design (Serve's proxies) sets.
+  behind the same proxies and tuned settings (and, for the direct variant, on the
+  replica's own ports). Its latency is the floor under the gateway's added
+  latency that the design (Serve's proxies or replica servers) sets.
 
 Added latency = gateway percentile - direct percentile; above the floor = added
 latency - the floor's latency. Saturation ratio = texts/s
@@ -104,8 +107,16 @@ def measure_direct(
 
 
 def gateway_config(
-    model_dir: Path, threads: int, http_port: int, grpc_port: int, colocated: bool
+    model_dir: Path,
+    threads: int,
+    http_port: int,
+    grpc_port: int,
+    colocated: bool,
+    direct: bool = False,
 ) -> dict:
+    ingress: dict[str, Any] = {"num_cpus": 0.5, "max_ongoing_requests": 2000}
+    if direct:
+        ingress |= {"direct_http_port": free_port(), "direct_grpc_port": free_port()}
     return {
         "app_name": "bertgw-bench",
         "models": [
@@ -143,8 +154,35 @@ def gateway_config(
             "max_ongoing_requests_per_replica": 16,
             "max_queued_requests_per_replica": 1024,
         },
-        "ingress": {"num_cpus": 0.5, "max_ongoing_requests": 2000},
+        "ingress": ingress,
     }
+
+
+BIND_ATTEMPTS = 3
+
+
+def with_fresh_ports(measure: Any, *args: Any, **kwargs: Any) -> Any:
+    """Runs `measure`, again with new ports if a server could not bind its own.
+
+    Ports are picked free before Ray starts, and Ray's own processes may take one
+    of them in between (seen once in about twenty runs)."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        try:
+            return measure(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the OSError
+            if "Failed to bind" not in str(exc) or attempt == BIND_ATTEMPTS:
+                raise
+            print(f"a port was taken ({exc!s:.120}); again with new ports")
+    raise AssertionError("unreachable")
+
+
+def endpoints(config: Any) -> tuple[str, str]:
+    """HTTP base URL and gRPC target: the replica's own ports when direct."""
+    http_port, grpc_port = config.http.port, config.grpc.port
+    if config.ingress.direct:
+        http_port = config.ingress.direct_http_port
+        grpc_port = config.ingress.direct_grpc_port
+    return f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"
 
 
 def sequential_http(url: str, requests: int) -> list[float]:
@@ -245,7 +283,11 @@ SERVE_DEFAULT_ENV = {
 
 
 def measure_gateway(
-    model_dir: Path, args: argparse.Namespace, env: dict, colocated: bool
+    model_dir: Path,
+    args: argparse.Namespace,
+    env: dict,
+    colocated: bool,
+    direct: bool = False,
 ) -> dict:
     """One gateway run; `env` is set before Ray starts so every process sees it."""
     import ray
@@ -256,7 +298,9 @@ def measure_gateway(
     from gateway.serve import start_ray, wait_ready
 
     config = parse_config(
-        gateway_config(model_dir, args.threads, free_port(), free_port(), colocated)
+        gateway_config(
+            model_dir, args.threads, free_port(), free_port(), colocated, direct
+        )
     )
     os.environ.update(env)
     start_ray(config)
@@ -265,8 +309,7 @@ def measure_gateway(
         handle = serve.run(build_app(config), name=config.app_name, route_prefix="/")
         if not wait_ready(handle, timeout_s=300):
             raise RuntimeError("gateway did not become ready")
-        url = f"http://127.0.0.1:{config.http.port}"
-        target = f"127.0.0.1:{config.grpc.port}"
+        url, target = endpoints(config)
         result: dict[str, Any] = {
             "http_latency_1text": summarize(sequential_http(url, args.requests)),
             "grpc_latency_1text": summarize(sequential_grpc(target, args.requests)),
@@ -291,8 +334,11 @@ def measure_gateway(
         ray.shutdown()
 
 
-def measure_serve_floor(model_dir: Path, args: argparse.Namespace) -> dict:
-    """A no-model Serve app behind the same proxies: Serve's own request cost."""
+def measure_serve_floor(
+    model_dir: Path, args: argparse.Namespace, direct: bool = False
+) -> dict:
+    """A no-model Serve app behind the same proxies (or, `direct`, on its replica's
+    own ports): Serve's own request cost."""
     import ray
     from fastapi import FastAPI
     from ray import serve
@@ -303,7 +349,7 @@ def measure_serve_floor(model_dir: Path, args: argparse.Namespace) -> dict:
     from protos import inference_pb2 as pb
 
     config = parse_config(
-        gateway_config(model_dir, args.threads, free_port(), free_port(), True)
+        gateway_config(model_dir, args.threads, free_port(), free_port(), True, direct)
     )
     os.environ.update(SERVE_TUNING_ENV)
     api = FastAPI()
@@ -330,8 +376,7 @@ def measure_serve_floor(model_dir: Path, args: argparse.Namespace) -> dict:
     try:
         start_serve(config)
         serve.run(FixedReply.bind(), name="floor", route_prefix="/")
-        url = f"http://127.0.0.1:{config.http.port}"
-        target = f"127.0.0.1:{config.grpc.port}"
+        url, target = endpoints(config)
         return {
             "http_latency_1text": summarize(sequential_http(url, args.requests)),
             "grpc_latency_1text": summarize(sequential_grpc(target, args.requests)),
@@ -430,8 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         type=lambda v: v.split(","),
-        default=["serve_defaults", "tuned", "colocated"],
-        help="variants to measure: serve_defaults, tuned, colocated (comma-separated)",
+        default=["serve_defaults", "tuned", "colocated", "colocated_direct"],
+        help="variants to measure: serve_defaults, tuned, colocated, "
+        "colocated_direct (comma-separated)",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / "gateway_overhead.json"
@@ -446,18 +492,26 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.serve import SERVE_TUNING_ENV
 
     direct = measure_direct(model_dir, args.threads, args.requests, args.batch_s)
+    # (environment, colocated, direct ingress)
     variants = {
-        "serve_defaults": (SERVE_DEFAULT_ENV, False),
-        "tuned": (SERVE_TUNING_ENV, False),
-        "colocated": (SERVE_TUNING_ENV, True),
+        "serve_defaults": (SERVE_DEFAULT_ENV, False, False),
+        "tuned": (SERVE_TUNING_ENV, False, False),
+        "colocated": (SERVE_TUNING_ENV, True, False),
+        "colocated_direct": (SERVE_TUNING_ENV, True, True),
     }
-    floor = measure_serve_floor(model_dir, args)
+    # The headline: the last of the colocated set-ups measured, else the last.
+    shipped = next(
+        (v for v in ("colocated_direct", "colocated") if v in args.variants),
+        args.variants[-1],
+    )
+    # The floor the headline stands on: through the proxies, or direct.
+    floor = with_fresh_ports(
+        measure_serve_floor, model_dir, args, direct=variants[shipped][2]
+    )
     runs = {
-        name: measure_gateway(model_dir, args, *variants[name])
+        name: with_fresh_ports(measure_gateway, model_dir, args, *variants[name])
         for name in args.variants
     }
-    # The headline: the colocated set-up when measured, else the last variant.
-    shipped = "colocated" if "colocated" in runs else args.variants[-1]
     gateway = runs[shipped]
 
     d_lat = direct["latency_1text"]
@@ -475,10 +529,16 @@ def main(argv: list[str] | None = None) -> int:
         "gateway_variant": shipped,
         "gateway": gateway,
         "gateway_variants": {
-            name: {"env": variants[name][0], "colocated": variants[name][1], **run}
+            name: {
+                "env": variants[name][0],
+                "colocated": variants[name][1],
+                "direct_ingress": variants[name][2],
+                **run,
+            }
             for name, run in runs.items()
         },
         "serve_floor": floor,
+        "serve_floor_route": "direct" if variants[shipped][2] else "proxies",
     }
     for proto in ("http", "grpc"):
         g_lat = gateway[f"{proto}_latency_1text"]
