@@ -9,6 +9,7 @@ traffic goes to 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -165,6 +166,9 @@ def gateway(
     tokens_file.write_text(f"{TOKEN}\n{RATE_TOKEN}\n")
     config = parse_config(gateway_config_data(demo_model_dir, tokens_file))
 
+    # start_ray exports Serve's direct-ingress switches for this gateway; the
+    # modules after this one must not inherit them.
+    saved_env = dict(os.environ)
     start_ray(config)
     try:
         start_serve(config)
@@ -189,3 +193,5 @@ def gateway(
         if ray.is_initialized():
             serve.shutdown()
             ray.shutdown()
+        os.environ.clear()
+        os.environ.update(saved_env)
