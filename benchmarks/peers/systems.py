@@ -19,6 +19,9 @@ TORCH_REQUIREMENT = "torch==2.13.0"  # the CPU build; never an unpinned torch
 THREADS = 2
 HTTP_PORT = 8000
 GRPC_PORT = 9000
+# The gateway's ingress replica serves these itself (benchmarks/peers/gateway.yaml).
+DIRECT_HTTP_PORT = 8100
+DIRECT_GRPC_PORT = 9100
 
 
 @dataclass(frozen=True)
@@ -256,10 +259,11 @@ class GatewaySystem(System):
         }
 
     def http_target(self, ctx: RunContext) -> dict[str, Any]:
-        return {"protocol": "http-oip", "url": f"http://127.0.0.1:{HTTP_PORT}"}
+        # The ingress replica's own port (gateway.yaml: ingress.direct_http_port).
+        return {"protocol": "http-oip", "url": f"http://127.0.0.1:{DIRECT_HTTP_PORT}"}
 
     def grpc_target(self, ctx: RunContext) -> dict[str, Any] | None:
-        return {"protocol": "grpc", "url": f"127.0.0.1:{GRPC_PORT}"}
+        return {"protocol": "grpc", "url": f"127.0.0.1:{DIRECT_GRPC_PORT}"}
 
     def labels_from(self, answer: Any) -> list[str]:
         return _oip_labels(answer)
@@ -338,7 +342,9 @@ SYSTEMS: dict[str, System] = {
             probe_imports=("gateway.serve",),
             settings={
                 "server": "bertgw serve, one local cloud colocated with the "
-                "ingress (the model in the ingress process), no emulated delay",
+                "ingress (the model in the ingress process), no emulated delay; "
+                "clients on the ingress replica's own ports (Serve's direct "
+                "ingress, no proxy hop)",
                 "config": "benchmarks/peers/gateway.yaml",
                 "threads": THREADS,
                 "dtype": "int8 dynamic quantization (backend torch)",
