@@ -360,7 +360,12 @@ def measure_serve_floor(
         ],
     }
 
-    @serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.5})
+    # Serve's access log off, as the gateway has it (ingress.access_log).
+    @serve.deployment(
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0.5},
+        logging_config={"enable_access_log": False},
+    )
     @serve.ingress(api)
     class FixedReply:
         @api.post("/v2/models/{model}/infer")

@@ -132,6 +132,7 @@ def start_serve(config: GatewayConfig) -> None:
 def build_app(config: GatewayConfig) -> Any:
     """The bound application: every replica deployment, and the ingress over them."""
     admission = config.admission
+    logging_config = {"enable_access_log": config.ingress.access_log}
     handles: dict[str, dict[str, Any]] = {}
     # With autoscaling, replicas report the texts they served to the policy.
     base = counting_replica() if autoscales(config) else ClassifierReplica
@@ -146,6 +147,7 @@ def build_app(config: GatewayConfig) -> Any:
                 max_ongoing_requests=admission.max_ongoing_requests_per_replica,
                 max_queued_requests=admission.max_queued_requests_per_replica,
                 graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+                logging_config=logging_config,
                 ray_actor_options={
                     "num_cpus": cloud.replica_num_cpus,
                     "resources": {cloud.placement: PLACEMENT_UNITS},
@@ -175,6 +177,7 @@ def build_app(config: GatewayConfig) -> Any:
         num_replicas=config.ingress.num_replicas,
         max_ongoing_requests=config.ingress.max_ongoing_requests,
         graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_S,
+        logging_config=logging_config,
         ray_actor_options=actor_options,
     )
     return ingress.bind(config.model_dump(mode="json"), handles)

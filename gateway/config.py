@@ -190,6 +190,10 @@ class IngressConfig(_Frozen):
     # starts them). The proxies keep serving http.port and grpc.port. None: off.
     direct_http_port: int | None = Field(default=None, ge=1024, le=65535)
     direct_grpc_port: int | None = Field(default=None, ge=1024, le=65535)
+    # Serve's access log: one line per request in each Serve process's log file.
+    # Off by default: the Prometheus metrics count every request, and formatting
+    # and writing a line per request costs the ingress's event loop CPU.
+    access_log: bool = False
 
     @property
     def direct(self) -> bool:
