@@ -179,7 +179,7 @@ def with_fresh_ports(measure: Any, *args: Any, **kwargs: Any) -> Any:
 def endpoints(config: Any) -> tuple[str, str]:
     """HTTP base URL and gRPC target: the replica's own ports when direct."""
     http_port, grpc_port = config.http.port, config.grpc.port
-    if config.ingress.direct:
+    if config.direct_ports():
         http_port = config.ingress.direct_http_port
         grpc_port = config.ingress.direct_grpc_port
     return f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"

@@ -96,21 +96,19 @@ def direct_ingress_env(config: GatewayConfig) -> dict[str, str]:
     i gets the i-th port of each range; a released port goes straight back to the
     pool (no HAProxy here to hold a stale target), so a restarted replica finds one.
     """
-    ingress = config.ingress
-    if ingress.direct_http_port is None:
+    ports = config.direct_ports()
+    if not ports:
         return {"RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-    count = ingress.num_replicas
     env = {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(ingress.direct_http_port),
-        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(ingress.direct_http_port + count),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DIRECT_INGRESS_DRAIN_S),
         "RAY_SERVE_PORT_QUARANTINE_S": "0",
     }
-    if ingress.direct_grpc_port is not None:
-        env["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"] = str(ingress.direct_grpc_port)
-        env["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] = str(
-            ingress.direct_grpc_port + count
+    for field, first in ports:
+        protocol = "GRPC" if field.endswith("grpc_port") else "HTTP"
+        env[f"RAY_SERVE_DIRECT_INGRESS_MIN_{protocol}_PORT"] = str(first)
+        env[f"RAY_SERVE_DIRECT_INGRESS_MAX_{protocol}_PORT"] = str(
+            first + config.ingress.num_replicas
         )
     return env
 

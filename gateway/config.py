@@ -195,10 +195,6 @@ class IngressConfig(_Frozen):
     # and writing a line per request costs the ingress's event loop CPU.
     access_log: bool = False
 
-    @property
-    def direct(self) -> bool:
-        return self.direct_http_port is not None
-
 
 class GatewayConfig(_Frozen):
     """The whole deployment: what to serve, where, and under which limits."""
@@ -275,10 +271,7 @@ class GatewayConfig(_Frozen):
         taken = {self.http.port: "http.port"}
         if self.grpc.enabled:
             taken[self.grpc.port] = "grpc.port"
-        ranges = [("ingress.direct_http_port", ingress.direct_http_port)]
-        if self.grpc.enabled and ingress.direct_grpc_port is not None:
-            ranges.append(("ingress.direct_grpc_port", ingress.direct_grpc_port))
-        for name, first in ranges:
+        for name, first in self.direct_ports():
             for port in range(first, first + count):
                 if port > 65535:
                     raise ValueError(
@@ -291,6 +284,17 @@ class GatewayConfig(_Frozen):
                         f"is also {taken[port]}"
                     )
                 taken[port] = name
+
+    def direct_ports(self) -> list[tuple[str, int]]:
+        """(field, first port) of each protocol the ingress replicas serve directly;
+        replica i takes first + i. Empty when direct ingress is off."""
+        ingress = self.ingress
+        if ingress.direct_http_port is None:
+            return []
+        ports = [("ingress.direct_http_port", ingress.direct_http_port)]
+        if self.grpc.enabled and ingress.direct_grpc_port is not None:
+            ports.append(("ingress.direct_grpc_port", ingress.direct_grpc_port))
+        return ports
 
     @property
     def colocated_cloud(self) -> CloudConfig | None:

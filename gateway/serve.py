@@ -72,7 +72,7 @@ def start_ray(
     direct = direct_ingress_env(config)
     os.environ.update(direct)
     if address is not None:
-        if config.ingress.direct:
+        if config.direct_ports():
             # Serve's processes there inherit their node's environment, not ours.
             logger.warning(
                 "event=direct_ingress_needs_node_env env=%s "
@@ -195,15 +195,11 @@ def preflight(config: GatewayConfig, local: bool) -> list[str]:
         ports = [("http.port", config.http.host, config.http.port)]
         if config.grpc.enabled:
             ports.append(("grpc.port", "0.0.0.0", config.grpc.port))
-        ingress = config.ingress
-        for i in range(ingress.num_replicas):
-            if ingress.direct_http_port is not None:
-                port = ingress.direct_http_port + i
-                ports.append(("ingress.direct_http_port", config.http.host, port))
-            if config.grpc.enabled and ingress.direct_grpc_port is not None:
-                # The replica's gRPC server, like the proxy, takes every interface.
-                port = ingress.direct_grpc_port + i
-                ports.append(("ingress.direct_grpc_port", "0.0.0.0", port))
+        for field, first in config.direct_ports():
+            # The replica's gRPC server, like the proxy, takes every interface.
+            host = "0.0.0.0" if field.endswith("grpc_port") else config.http.host
+            for i in range(config.ingress.num_replicas):
+                ports.append((field, host, first + i))
         for field, host, port in ports:
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 # Lets a port that a stopped gateway left in TIME_WAIT count as free.
@@ -275,17 +271,14 @@ async def _serve_until_stopped(
         if config.grpc.enabled:
             # Serve's gRPC proxy has no host setting: it listens on every interface.
             print(f"bertgw: gRPC  0.0.0.0:{config.grpc.port} (every interface)")
-        ingress = config.ingress
-        if ingress.direct_http_port is not None:
+        last = config.ingress.num_replicas - 1
+        for field, first in config.direct_ports():
             # Serve's proxies are skipped here; one port per ingress replica.
-            last = ingress.num_replicas - 1
-            ports = f"{ingress.direct_http_port}-{ingress.direct_http_port + last}"
-            print(f"bertgw: direct HTTP  {config.http.host}:{ports} (same routes)")
-            if config.grpc.enabled and ingress.direct_grpc_port is not None:
-                grpc_ports = (
-                    f"{ingress.direct_grpc_port}-{ingress.direct_grpc_port + last}"
-                )
-                print(f"bertgw: direct gRPC  0.0.0.0:{grpc_ports} (every interface)")
+            if field.endswith("grpc_port"):
+                where = f"gRPC  0.0.0.0:{first}-{first + last} (every interface)"
+            else:
+                where = f"HTTP  {config.http.host}:{first}-{first + last} (same routes)"
+            print(f"bertgw: direct {where}")
         print(f"bertgw: models {', '.join(config.model_names)}; ready={ready}")
         print("bertgw: Ctrl-C drains and stops", flush=True)
         if not ready:
