@@ -41,6 +41,16 @@ _READINESS_CHECK_S = 60.0
 INGRESS_NAME = "ingress"
 
 
+def readiness_clouds(config: GatewayConfig) -> list[str]:
+    """The clouds every model must answer from before it is ready.
+
+    Those that keep replicas at all times (`min_replicas` >= 1, or colocated); a
+    cloud that may scale to zero has no replica to ask once it has. With no such
+    cloud (an empty list), any one cloud's answer makes a model ready.
+    """
+    return [c.name for c in config.clouds if c.colocated or c.min_replicas >= 1]
+
+
 def replica_deployment_name(model: str, cloud: str) -> str:
     return f"replica-{model}-{cloud}"
 
@@ -127,23 +137,12 @@ class IngressCore:
         if self.config.metrics.enabled:
             self._tasks.append(loop.create_task(self._replica_poll_loop()))
 
-    def _readiness_clouds(self) -> list[str]:
-        """The clouds every model must answer from before it is ready.
-
-        Those that keep replicas at all times (`min_replicas` >= 1, or colocated);
-        a cloud that may scale to zero has no replica to ask once it has. With no
-        such cloud, any one cloud's answer makes a model ready.
-        """
-        return [
-            c.name for c in self.config.clouds if c.colocated or c.min_replicas >= 1
-        ]
-
     async def _readiness_loop(self) -> None:
         # Bounded by the default request timeout times a generous factor: a model
         # that has not answered by then is reported and left not ready.
         limit_s = max(600.0, 10 * self.config.ingress.default_timeout_ms / 1000.0)
         start_s = self.clock()
-        floor = self._readiness_clouds()
+        floor = readiness_clouds(self.config)
         any_cloud = not floor
         pending = {
             (m, c) for m in self.config.model_names for c in (floor or self.pools)
