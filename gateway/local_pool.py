@@ -3,8 +3,8 @@
 A cloud with `colocated: true` gets no replica deployment. Each ingress process
 loads that cloud's models and classifies on its torch thread
 (replicas/torch_thread.py), so a request costs one Serve hop fewer (no call from
-the ingress to a replica) and no serialisation of texts or results. The router cannot tell:
-it sees a `ReplicaPool` whose network time is zero.
+the ingress to a replica) and no serialisation of texts or results. The router
+cannot tell: it sees a `ReplicaPool` whose network time is zero.
 
 Batching works as in `ServePool`: concurrent requests queue in a `Coalescer`, and
 while one batch computes, the next gathers everything that arrived meanwhile (up to
