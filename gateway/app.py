@@ -157,6 +157,7 @@ def build_app(config: GatewayConfig) -> Any:
                 cloud=cloud.name,
                 backend=model.backend,
                 precision=model.precision,
+                packing=model.packing,
                 num_threads=model.num_threads,
                 max_batch_size=model.max_batch_size,
                 max_batch_wait_ms=model.max_batch_wait_ms,

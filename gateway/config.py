@@ -52,6 +52,9 @@ class ModelConfig(_Frozen):
     checkpoint: Path
     backend: Literal["torch", "vllm"] = "torch"
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    # BERT batches without padding (replicas.packed_bert); false keeps the
+    # transformers forward. Other architectures always run padded.
+    packing: bool = True
     num_threads: int | None = Field(default=None, ge=1, le=256)
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)

@@ -102,6 +102,7 @@ def load_local_pool(cloud: str, models: Sequence[Any]) -> InProcessPool:
             backend=model.backend,
             precision=model.precision,
             num_threads=model.num_threads,
+            packing=model.packing,
         )
         logger.info("event=local_model_loaded cloud=%s model=%s", cloud, model.name)
     return InProcessPool(cloud, runtimes, {m.name: m.max_batch_size for m in models})

@@ -79,6 +79,7 @@ class ClassifierReplica:
         cloud: str,
         backend: str = "torch",
         precision: str = "auto",
+        packing: bool = True,
         num_threads: int | None = None,
         max_batch_size: int = 32,
         max_batch_wait_ms: float = 2.0,
@@ -95,6 +96,7 @@ class ClassifierReplica:
             backend=backend,
             precision=precision,
             num_threads=num_threads,
+            packing=packing,
         )
         self._labels = tuple(self._runtime.labels)
         self._batch.set_max_batch_size(max_batch_size)

@@ -3,7 +3,8 @@
 `load_runtime` picks a backend. The torch backend (`ClassifierRuntime`) is the
 default; the vLLM backend subclasses it and replaces only model loading and the
 forward pass, so tokenisation, truncation, length-bucketed micro-batches and the
-`Prediction` shape are the same for both.
+`Prediction` shape are the same for both. The torch backend runs BERT checkpoints
+packed, without padding (`replicas.packed_bert`), and any other architecture padded.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import AutoModelForSequenceClassification
 from gateway.errors import CheckpointError, ConfigError
 from replicas.checkpoint import Checkpoint, inspect_checkpoint
 from replicas.encoding import EncodedText, TextEncoder, length_sorted_batches
+from replicas.packed_bert import PackedBertClassifier, unsupported_reason
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,11 @@ BACKENDS = ("torch", "vllm")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 _TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}
+# The packed forward must match the padded one on these texts of unequal lengths
+# before it is used, within this fraction of the largest logit (the probe runs
+# before int8 quantisation, so int8 is compared in fp32).
+_PACKING_PROBE = ("ok", "where is the card I ordered two weeks ago?", "refund please")
+_PACKING_TOLERANCE = {"fp32": 1e-4, "int8": 1e-4, "bf16": 5e-2}
 # Missing keys under these prefixes mean the classification head was never saved.
 _HEAD_PREFIXES = ("classifier", "score", "pre_classifier", "out_proj")
 
@@ -56,17 +63,25 @@ class ClassifierRuntime:
         precision: str = "auto",
         device: str = "auto",
         num_threads: int | None = None,
+        packing: bool = True,
     ) -> None:
         self._setup_common(checkpoint, num_threads)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self._model = _load_torch_model(checkpoint, self.device, self.dtype)
+        model = _load_torch_model(checkpoint, self.dtype)
+        self.packed = False  # whether batches run without padding
+        if packing:
+            model = self._packed_if_equal(model)
+        if self.dtype == "int8":
+            model = _quantize_int8(model)
+        self._model = model.to(self.device)
         logger.info(
             "event=runtime_loaded backend=torch model=%s device=%s dtype=%s "
-            "threads=%d labels=%d max_length_tokens=%d",
+            "packed=%s threads=%d labels=%d max_length_tokens=%d",
             self.model_name,
             self.device,
             self.dtype,
+            self.packed,
             self.num_threads,
             len(self.labels),
             self.max_length_tokens,
@@ -118,6 +133,18 @@ class ClassifierRuntime:
 
     def _probabilities(self, items: Sequence[EncodedText]) -> list[list[float]]:
         """Class probabilities per item of one micro-batch (rows in item order)."""
+        with torch.inference_mode():
+            if self.packed:
+                logits = self._packed_logits(self._model, items)
+            else:
+                logits = self._padded_logits(self._model, items)
+            logits = logits.float()
+            probs = torch.sigmoid(logits) if self._multi_label else logits.softmax(-1)
+        return probs.cpu().tolist()
+
+    def _padded_logits(
+        self, model: torch.nn.Module, items: Sequence[EncodedText]
+    ) -> torch.Tensor:
         padded = self._encoder.pad(items)
         inputs = {
             "input_ids": torch.tensor(padded.input_ids, device=self.device),
@@ -127,10 +154,37 @@ class ClassifierRuntime:
             inputs["token_type_ids"] = torch.tensor(
                 padded.token_type_ids, device=self.device
             )
-        with torch.inference_mode():
-            logits = self._model(**inputs).logits.float()
-            probs = torch.sigmoid(logits) if self._multi_label else logits.softmax(-1)
-        return probs.cpu().tolist()
+        return model(**inputs).logits
+
+    def _packed_logits(
+        self, model: torch.nn.Module, items: Sequence[EncodedText]
+    ) -> torch.Tensor:
+        input_ids = torch.tensor(
+            [token for item in items for token in item.input_ids], device=self.device
+        )
+        lengths = torch.tensor([item.num_tokens for item in items], device=self.device)
+        return model(input_ids, lengths)
+
+    def _packed_if_equal(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The packed form of `model` when it has one and agrees with the padded
+        forward on a probe batch of unequal lengths; else `model` unchanged."""
+        reason = unsupported_reason(model)
+        if reason is None:
+            packed = PackedBertClassifier(model).eval()
+            probe = self._encoder.encode(list(_PACKING_PROBE))
+            with torch.inference_mode():
+                expected = self._padded_logits(model, probe).float()
+                found = self._packed_logits(packed, probe).float()
+            tolerance = _PACKING_TOLERANCE[self.dtype] * max(
+                1.0, float(expected.abs().max())
+            )
+            error = float((expected - found).abs().max())
+            if error <= tolerance:
+                self.packed = True
+                return packed
+            reason = f"packed logits differ by {error:.3g} (allowed {tolerance:.3g})"
+        logger.info("event=runtime_padded model=%s reason=%s", self.model_name, reason)
+        return model
 
     def _prediction(
         self, item: EncodedText, probs: list[float], return_probabilities: bool
@@ -152,8 +206,12 @@ def load_runtime(
     precision: str = "auto",
     device: str = "auto",
     num_threads: int | None = None,
+    packing: bool = True,
 ) -> ClassifierRuntime:
     """Validates the checkpoint and loads it on the chosen backend.
+
+    `packing` lets the torch backend run BERT batches without padding (vLLM
+    schedules its own batches and ignores it).
 
     Raises:
         CheckpointError: the directory is missing, incomplete or not a classifier.
@@ -172,7 +230,11 @@ def load_runtime(
             checkpoint, precision=precision, device=device, num_threads=num_threads
         )
     return ClassifierRuntime(
-        checkpoint, precision=precision, device=device, num_threads=num_threads
+        checkpoint,
+        precision=precision,
+        device=device,
+        num_threads=num_threads,
+        packing=packing,
     )
 
 
@@ -233,7 +295,7 @@ def _available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _load_torch_model(checkpoint: Checkpoint, device: str, dtype: str):
+def _load_torch_model(checkpoint: Checkpoint, dtype: str) -> torch.nn.Module:
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             checkpoint.path,
@@ -253,10 +315,7 @@ def _load_torch_model(checkpoint: Checkpoint, device: str, dtype: str):
             f"checkpoint {str(checkpoint.path)!r}: the classification head is not in "
             f"the weights (missing {', '.join(missing_head)})"
         )
-    model.eval()
-    if dtype == "int8":
-        model = _quantize_int8(model)
-    return model.to(device)
+    return model.eval()
 
 
 def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,0 +1,123 @@
+"""The packed (unpadded) BERT forward against transformers' padded one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    BertConfig,
+    DistilBertConfig,
+)
+
+import replicas.runtime as runtime_module
+from replicas.packed_bert import PackedBertClassifier, unsupported_reason
+from replicas.runtime import load_runtime
+
+TEXTS = [
+    "where is my card",
+    "I was charged twice for the same coffee and I would like the second payment "
+    "refunded to my account as soon as possible please",
+    "hi",
+    "How long does a transfer to another bank take when I send it on a weekend?",
+    "top up failed",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_runtimes(demo_model_dir: Path):
+    padded = load_runtime(demo_model_dir, precision="fp32", packing=False)
+    packed = load_runtime(demo_model_dir, precision="fp32", packing=True)
+    return padded, packed
+
+
+def _logits(runtime, texts: list[str]) -> torch.Tensor:
+    items = runtime._encoder.encode(texts)
+    with torch.inference_mode():
+        if runtime.packed:
+            return runtime._packed_logits(runtime._model, items)
+        return runtime._padded_logits(runtime._model, items)
+
+
+def test_bert_checkpoints_load_packed_unless_switched_off(demo_runtimes):
+    padded, packed = demo_runtimes
+    assert packed.packed and isinstance(packed._model, PackedBertClassifier)
+    assert not padded.packed
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [TEXTS, TEXTS[:1], ["same length one", "same length two"]],
+    ids=["unequal lengths", "one text", "equal lengths"],
+)
+def test_packed_logits_equal_the_padded_forward(demo_runtimes, texts):
+    padded, packed = demo_runtimes
+    if len(texts) == 2:  # the equal-lengths case must really be one
+        assert len(set(padded.count_tokens(texts))) == 1
+    expected = _logits(padded, texts)
+    found = _logits(packed, texts)
+    assert found.shape == expected.shape
+    torch.testing.assert_close(found, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_packed_predictions_match_padded_on_the_held_out_split(
+    demo_runtimes, demo_test_texts
+):
+    padded, packed = demo_runtimes
+    texts = [text for text, _ in demo_test_texts]
+    want = padded.classify(texts, max_batch_size=32)
+    got = packed.classify(texts, max_batch_size=32)
+    assert [p.label for p in got] == [p.label for p in want]
+    assert max(abs(a.score - b.score) for a, b in zip(got, want, strict=True)) < 1e-4
+    assert [p.num_tokens for p in got] == [p.num_tokens for p in want]
+
+
+def test_int8_quantises_the_packed_encoder_but_not_pooler_or_head(demo_model_dir):
+    int8 = load_runtime(demo_model_dir, precision="int8", packing=True)
+    assert int8.packed
+    kinds = {name: type(m) for name, m in int8._model.named_modules()}
+    quantised = torch.ao.nn.quantized.dynamic.Linear
+    assert kinds["layers.0.qkv"] is quantised
+    assert kinds["layers.5.output.dense"] is quantised
+    assert kinds["pooler.dense"] is torch.nn.Linear
+    assert kinds["classifier"] is torch.nn.Linear
+    assert len(int8.classify(TEXTS)) == len(TEXTS)
+
+
+def test_a_packed_forward_that_disagrees_is_not_used(demo_model_dir, monkeypatch):
+    class Skewed(PackedBertClassifier):
+        def forward(self, input_ids, lengths):
+            return super().forward(input_ids, lengths) + torch.arange(
+                float(self.classifier.out_features)
+            )
+
+    monkeypatch.setattr(runtime_module, "PackedBertClassifier", Skewed)
+    runtime = load_runtime(demo_model_dir, precision="fp32", packing=True)
+    assert not runtime.packed
+    assert len(runtime.classify(TEXTS)) == len(TEXTS)
+
+
+def _tiny(config_class, **kwargs):
+    config = config_class(
+        vocab_size=100,
+        num_labels=3,
+        **kwargs,
+    )
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def test_other_architectures_are_not_packed():
+    distil = _tiny(DistilBertConfig, dim=32, hidden_dim=64, n_layers=1, n_heads=2)
+    assert "DistilBert" in (unsupported_reason(distil) or "")
+    with pytest.raises(ValueError, match="cannot pack"):
+        PackedBertClassifier(distil)
+    bert = _tiny(
+        BertConfig,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    assert unsupported_reason(bert) is None
