@@ -39,7 +39,15 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TEST_CSV = DATA_DIR / "intent" / "banking77_test.csv"
 CHECKPOINTS = ("models/banking77", "models/demo-intents")
-ORDER = ("ray_serve", "kserve", "infinity", "vllm", "bert_gateway")
+ORDER = (
+    "ray_serve",
+    "kserve",
+    "infinity",
+    "vllm",
+    "vllm_bf16",
+    "bert_gateway",
+    "bert_gateway_bf16",
+)
 _SESSION_TIMEOUT_S = 1800
 
 

