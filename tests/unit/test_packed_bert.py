@@ -13,7 +13,7 @@ from transformers import (
 )
 
 import replicas.runtime as runtime_module
-from replicas.packed_bert import PackedBertClassifier, unsupported_reason
+from replicas.packed_bert import PackedBertClassifier, _attention, unsupported_reason
 from replicas.runtime import load_runtime
 
 TEXTS = [
@@ -121,3 +121,21 @@ def test_other_architectures_are_not_packed():
         intermediate_size=64,
     )
     assert unsupported_reason(bert) is None
+
+
+def test_matrix_product_attention_equals_the_fused_kernel():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 4, 2, 7, 8).unbind(0)  # [batch, heads, width, dim]
+    lengths = torch.tensor([7, 3, 5, 1])
+    real = torch.arange(7)[None, :] < lengths[:, None]
+    bias = torch.zeros(4, 1, 1, 7).masked_fill(
+        ~real[:, None, None, :], torch.finfo(torch.float32).min
+    )
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=real[:, None, None, :]
+    )
+    torch.testing.assert_close(_attention(q, k, v, bias), expected)
+    torch.testing.assert_close(
+        _attention(q, k, v, None),
+        torch.nn.functional.scaled_dot_product_attention(q, k, v),
+    )
