@@ -69,7 +69,6 @@ class ClassifierRuntime:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         model = _load_torch_model(checkpoint, self.dtype)
-        self.packed = False  # whether batches run without padding
         if packing:
             model = self._packed_if_equal(model)
         if self.dtype == "int8":
@@ -131,6 +130,11 @@ class ClassifierRuntime:
         attention = 4.0 * self._num_layers * num_tokens**2 * self._hidden_size
         return dense + attention
 
+    @property
+    def packed(self) -> bool:
+        """Whether batches run without padding (`replicas.packed_bert`)."""
+        return isinstance(self._model, PackedBertClassifier)
+
     def _probabilities(self, items: Sequence[EncodedText]) -> list[list[float]]:
         """Class probabilities per item of one micro-batch (rows in item order)."""
         with torch.inference_mode():
@@ -180,7 +184,6 @@ class ClassifierRuntime:
             )
             error = float((expected - found).abs().max())
             if error <= tolerance:
-                self.packed = True
                 return packed
             reason = f"packed logits differ by {error:.3g} (allowed {tolerance:.3g})"
         logger.info("event=runtime_padded model=%s reason=%s", self.model_name, reason)
