@@ -365,8 +365,9 @@ SYSTEMS: dict[str, System] = {
             },
         ),
         _vllm("vllm", "float32"),
-        # vLLM again on its fastest precision here (bf16: 1.77x its fp32 in
-        # benchmarks/results/replica_throughput.json), as the gateway runs on its own.
+        # vLLM again on its fastest precision here (bf16: 1.77x its fp32 in-process,
+        # benchmarks/results/replica_throughput.json as of bb44131), as the gateway
+        # runs on its own.
         _vllm("vllm_bf16", "bfloat16"),
         _gateway("bert_gateway", "int8", "int8 dynamic quantization (backend torch)"),
         # The same gateway in bf16: vLLM's fastest precision here, and labels
