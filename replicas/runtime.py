@@ -23,7 +23,11 @@ from transformers import AutoModelForSequenceClassification
 from gateway.errors import CheckpointError, ConfigError
 from replicas.checkpoint import Checkpoint, inspect_checkpoint
 from replicas.encoding import EncodedText, TextEncoder, length_sorted_batches
-from replicas.packed_bert import PackedBertClassifier, unsupported_reason
+from replicas.packed_bert import (
+    PackedBertClassifier,
+    script_packed,
+    unsupported_reason,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +78,19 @@ class ClassifierRuntime:
         if self.dtype == "int8":
             model = _quantize_int8(model)
         self._model = model.to(self.device)
+        # What runs the batches: the packed model compiled (TorchScript), else the
+        # model itself; `_model` stays the eager module.
+        self._forward: torch.nn.Module = self._model
+        if isinstance(self._model, PackedBertClassifier):
+            self._forward = script_packed(self._model)
         logger.info(
             "event=runtime_loaded backend=torch model=%s device=%s dtype=%s "
-            "packed=%s threads=%d labels=%d max_length_tokens=%d",
+            "packed=%s scripted=%s threads=%d labels=%d max_length_tokens=%d",
             self.model_name,
             self.device,
             self.dtype,
             self.packed,
+            self.scripted,
             self.num_threads,
             len(self.labels),
             self.max_length_tokens,
@@ -135,13 +145,20 @@ class ClassifierRuntime:
         """Whether batches run without padding (`replicas.packed_bert`)."""
         return isinstance(self._model, PackedBertClassifier)
 
+    @property
+    def scripted(self) -> bool:
+        """Whether batches run through TorchScript (`script_packed`)."""
+        return self._forward is not self._model
+
     def _probabilities(self, items: Sequence[EncodedText]) -> list[list[float]]:
         """Class probabilities per item of one micro-batch (rows in item order)."""
-        with torch.inference_mode():
+        # The optimising executor would re-specialise a compiled forward for each
+        # new batch shape (script_packed); the flag is this thread's own.
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
             if self.packed:
-                logits = self._packed_logits(self._model, items)
+                logits = self._packed_logits(self._forward, items)
             else:
-                logits = self._padded_logits(self._model, items)
+                logits = self._padded_logits(self._forward, items)
             logits = logits.float()
             probs = torch.sigmoid(logits) if self._multi_label else logits.softmax(-1)
         return probs.cpu().tolist()

@@ -62,6 +62,24 @@ def test_packed_logits_equal_the_padded_forward(demo_runtimes, texts):
     torch.testing.assert_close(found, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_compiled_forward_equals_the_eager_packed_one(demo_model_dir, precision):
+    runtime = load_runtime(demo_model_dir, precision=precision, packing=True)
+    assert runtime.scripted
+    assert isinstance(runtime._forward, torch.jit.ScriptModule)
+    for texts in (TEXTS, TEXTS[:1], ["same length one", "same length two"]):
+        items = runtime._encoder.encode(texts)
+        with torch.inference_mode(), torch.jit.optimized_execution(False):
+            eager = runtime._packed_logits(runtime._model, items)
+            compiled = runtime._packed_logits(runtime._forward, items)
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_padded_models_are_not_compiled(demo_runtimes):
+    padded, _ = demo_runtimes
+    assert not padded.scripted
+
+
 def test_packed_predictions_match_padded_on_the_held_out_split(
     demo_runtimes, demo_test_texts
 ):
