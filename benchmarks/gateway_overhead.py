@@ -135,6 +135,8 @@ def gateway_config(
                 "name": "demo-intents",
                 "checkpoint": str(model_dir),
                 "num_threads": threads,
+                # Colocated: batches side by side on one-thread lanes under load.
+                "lanes": threads if colocated else 1,
                 "max_batch_size": 64,
                 # The ingress coalesces concurrent requests already; a replica that
                 # waited for more would only add latency to a lone request.

@@ -56,10 +56,24 @@ class ModelConfig(_Frozen):
     # transformers forward. Other architectures always run padded.
     packing: bool = True
     num_threads: int | None = Field(default=None, ge=1, le=256)
+    # Batches a colocated cloud runs side by side when several requests wait, each
+    # on num_threads / lanes threads (gateway/local_pool.py); a lone request still
+    # runs on all of them. Replica deployments batch one at a time.
+    lanes: int = Field(default=1, ge=1, le=64)
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     max_texts_per_request: int = Field(default=64, ge=1, le=4096)
     max_chars_per_text: int = Field(default=4096, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.lanes > 1 and self.backend != "torch":
+            raise ValueError(f"lanes={self.lanes} needs backend torch")
+        if self.num_threads is not None and self.lanes > self.num_threads:
+            raise ValueError(
+                f"lanes={self.lanes} must be <= num_threads={self.num_threads}"
+            )
+        return self
 
 
 class EmulationConfig(_Frozen):

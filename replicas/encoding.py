@@ -7,6 +7,7 @@ same whichever engine runs the forward pass. No torch here: padding is plain lis
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,12 +38,18 @@ class PaddedBatch:
 
 
 class TextEncoder:
-    """Tokenises with truncation and reports, per text, whether it was cut."""
+    """Tokenises with truncation and reports, per text, whether it was cut.
+
+    Shared by the threads of a pool's lanes: every call sets the tokenizer's
+    truncation length, which the tokenizer keeps as shared state, so calls take
+    turns instead of relying on the tokenizer to guard it.
+    """
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length_tokens: int):
         if max_length_tokens < 2:
             raise ValueError(f"max_length_tokens must be >= 2, got {max_length_tokens}")
         self._tokenizer = tokenizer
+        self._lock = threading.Lock()
         self.max_length_tokens = max_length_tokens
         pad_id = tokenizer.pad_token_id
         self._pad_token_id = int(pad_id) if pad_id is not None else 0
@@ -83,14 +90,15 @@ class TextEncoder:
         return PaddedBatch(input_ids, attention_mask, token_type_ids)
 
     def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
-        encoded = self._tokenizer(
-            texts,
-            truncation=True,
-            max_length=max_length,
-            padding=False,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
+        with self._lock:
+            encoded = self._tokenizer(
+                texts,
+                truncation=True,
+                max_length=max_length,
+                padding=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )
         return [list(ids) for ids in encoded["input_ids"]]
 
 

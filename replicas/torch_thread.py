@@ -14,6 +14,10 @@ So a process that serves loads its runtimes, warms them up and runs every forwar
 here: `on_torch_thread` from synchronous code (a constructor), `await
 on_torch_thread_async` from the event loop. Models of one process share the
 thread, so their forwards take turns, as they would on the cores anyway.
+
+The exception is a pool that runs batches side by side (gateway/local_pool.py):
+each batch on its own lane, a thread like this one (lane 0 is this one), with a
+thread count per lane that keeps the lanes together within the cores.
 """
 
 from __future__ import annotations
@@ -29,16 +33,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_lanes: dict[int, ThreadPoolExecutor] = {}
 
 
 def torch_executor() -> ThreadPoolExecutor:
     """This process's torch thread, started on first use."""
-    global _executor
+    return torch_lane(0)
+
+
+def torch_lane(index: int) -> ThreadPoolExecutor:
+    """The thread of lane `index`, started on first use; lane 0 is the torch thread."""
+    if index < 0:
+        raise ValueError(f"lane must be >= 0, got {index}")
     with _lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="torch")
-        return _executor
+        lane = _lanes.get(index)
+        if lane is None:
+            prefix = "torch" if index == 0 else f"torch-lane{index}"
+            lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix=prefix)
+            _lanes[index] = lane
+        return lane
 
 
 def on_torch_thread(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -50,7 +63,14 @@ async def on_torch_thread_async(
     fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
 ) -> R:
     """Runs `fn` on the torch thread; the event loop goes on meanwhile."""
+    return await on_torch_lane_async(0, fn, *args, **kwargs)
+
+
+async def on_torch_lane_async(
+    lane: int, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """Runs `fn` on lane `lane`'s thread; the event loop goes on meanwhile."""
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(
-        torch_executor(), functools.partial(fn, *args, **kwargs)
+        torch_lane(lane), functools.partial(fn, *args, **kwargs)
     )

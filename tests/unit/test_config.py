@@ -119,6 +119,21 @@ def test_spot_without_a_spot_price_is_rejected() -> None:
         parse_config(data)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lanes": 4, "num_threads": 2}, "lanes=4 must be <= num_threads=2"),
+        ({"lanes": 2, "backend": "vllm"}, "lanes=2 needs backend torch"),
+    ],
+)
+def test_lanes_must_fit_the_threads_and_the_backend(change: dict, message: str) -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["models"][0].update(change)
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(data)
+
+
 def test_duplicate_cloud_names_are_rejected() -> None:
     data = copy.deepcopy(MINIMAL)
     twin = dict(data["clouds"][0], placement="cloud_other")

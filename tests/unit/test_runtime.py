@@ -6,6 +6,7 @@ import csv
 import json
 import random
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,23 @@ def test_truncation_is_flagged_only_past_the_limit(short_checkpoint_dir):
     assert [p.num_tokens for p in predictions] == [64, 64, 64, 3]
     # A cut text is classified on its first 64 tokens, the same as the exact one.
     assert predictions[1].score == pytest.approx(predictions[0].score, abs=1e-5)
+
+
+def test_encoding_from_two_threads_at_once_equals_encoding_from_one(
+    short_checkpoint_dir,
+):
+    # A pool's lanes share one runtime; cut texts make the tokenizer switch its
+    # truncation length between the two passes of every call.
+    short = load_runtime(short_checkpoint_dir, precision="fp32")
+    texts = [" ".join(["hello"] * n) for n in (3, 70, 62, 200, 1, 63)] * 8
+    expected = short.count_tokens(texts)
+
+    def encode_many() -> list[list[int]]:
+        return [short.count_tokens(texts) for _ in range(40)]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = [f.result() for f in [pool.submit(encode_many) for _ in range(2)]]
+    assert all(found == expected for run in results for found in run)
 
 
 def test_batch_results_equal_one_by_one_results(runtime: ClassifierRuntime):
