@@ -1,8 +1,9 @@
 """Replica throughput side by side: torch fp32, bf16, int8 and vLLM on the same cores.
 
 One run classifies the same BANKING77 test texts at batch sizes 1, 8, 32 and 64 with
-each backend and precision, the torch ones both padded (transformers' forward) and
-packed (`replicas.packed_bert`, what replicas serve), measures the machine's dense
+each backend and precision, the torch ones padded (transformers' forward), packed
+(`replicas.packed_bert`, eager) and compiled (packed, through TorchScript: what
+replicas serve), measures the machine's dense
 matmul peak with torch in the same run, and reports sequences/s, real tokens/s,
 per-batch p50, effective GFLOP/s (real tokens only), top-label agreement with padded
 fp32 and which configuration is fastest.
@@ -34,7 +35,7 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 BATCH_SIZES = (1, 8, 32, 64)
 TORCH_DTYPES = ("fp32", "bf16", "int8")
-TORCH_FORWARDS = ("padded", "packed")
+TORCH_FORWARDS = ("padded", "packed", "compiled")
 VLLM_DTYPES = ("fp32", "bf16")
 BANKING77_NUM_LABELS = 77
 # Labels and speed-ups are relative to transformers' own forward in fp32.
@@ -166,9 +167,11 @@ def measure(runtime, texts: list[str], batch_sizes) -> list[dict]:
 
 
 def _forward(runtime) -> str:
-    """`engine` for vLLM (it batches its own way), else packed or padded."""
+    """`engine` for vLLM (it batches its own way), else compiled, packed or padded."""
     if runtime.backend != "torch":
         return "engine"
+    if runtime.scripted:
+        return "compiled"
     return "packed" if runtime.packed else "padded"
 
 
@@ -302,7 +305,8 @@ def _load(
         backend=backend,
         precision=dtype,
         num_threads=threads,
-        packing=forward == "packed",
+        packing=forward != "padded",
+        compiled=forward == "compiled",
     )
     if backend == "torch" and _forward(runtime) != forward:
         sys.exit(f"asked for {forward}, the runtime loaded {_forward(runtime)}")

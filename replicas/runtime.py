@@ -68,6 +68,7 @@ class ClassifierRuntime:
         device: str = "auto",
         num_threads: int | None = None,
         packing: bool = True,
+        compiled: bool = True,
     ) -> None:
         self._setup_common(checkpoint, num_threads)
         self.device = resolve_device(device)
@@ -81,7 +82,7 @@ class ClassifierRuntime:
         # What runs the batches: the packed model compiled (TorchScript), else the
         # model itself; `_model` stays the eager module.
         self._forward: torch.nn.Module = self._model
-        if isinstance(self._model, PackedBertClassifier):
+        if compiled and isinstance(self._model, PackedBertClassifier):
             self._forward = script_packed(self._model)
         logger.info(
             "event=runtime_loaded backend=torch model=%s device=%s dtype=%s "
@@ -227,11 +228,13 @@ def load_runtime(
     device: str = "auto",
     num_threads: int | None = None,
     packing: bool = True,
+    compiled: bool = True,
 ) -> ClassifierRuntime:
     """Validates the checkpoint and loads it on the chosen backend.
 
-    `packing` lets the torch backend run BERT batches without padding (vLLM
-    schedules its own batches and ignores it).
+    `packing` lets the torch backend run BERT batches without padding, and
+    `compiled` runs those through TorchScript (vLLM schedules its own batches and
+    ignores both).
 
     Raises:
         CheckpointError: the directory is missing, incomplete or not a classifier.
@@ -255,6 +258,7 @@ def load_runtime(
         device=device,
         num_threads=num_threads,
         packing=packing,
+        compiled=compiled,
     )
 
 

@@ -75,9 +75,13 @@ def test_the_compiled_forward_equals_the_eager_packed_one(demo_model_dir, precis
         torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
 
 
-def test_padded_models_are_not_compiled(demo_runtimes):
+def test_padded_models_are_not_compiled_and_compiling_can_be_switched_off(
+    demo_runtimes, demo_model_dir
+):
     padded, _ = demo_runtimes
     assert not padded.scripted
+    eager = load_runtime(demo_model_dir, precision="fp32", compiled=False)
+    assert eager.packed and not eager.scripted
 
 
 def test_packed_predictions_match_padded_on_the_held_out_split(
