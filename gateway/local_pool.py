@@ -95,14 +95,17 @@ class InProcessPool(CoalescingPool):
                 raise PoolUnavailable(
                     f"cloud {self._cloud}: {type(exc).__name__}"
                 ) from None
-            compute_s = time.perf_counter() - start_s
+            elapsed_s = time.perf_counter() - start_s
             return [
                 ReplicaReply(
                     results=tuple(as_result(p, labels, want_probs) for p in preds),
                     labels=labels,
-                    service_s=compute_s,
+                    service_s=elapsed_s,
                     queue_wait_s=0.0,
-                    compute_s=compute_s,
+                    # The replica's time this batch used: batches that ran beside
+                    # it shared the replica, and the dispatcher learns the
+                    # replica's texts/s (admission, routing) from this.
+                    compute_s=elapsed_s / calls_in_round,
                     batch_texts=len(texts),
                 )
             ]

@@ -41,6 +41,8 @@ class ReplicaReply:
     labels: tuple[str, ...]
     service_s: float
     queue_wait_s: float
+    # Replica time the batch used; less than its wall time where batches ran side
+    # by side (gateway/local_pool.py lanes).
     compute_s: float
     batch_texts: int
     error: str | None = None

@@ -101,8 +101,11 @@ def test_two_lanes_run_side_by_side_within_the_threads_and_answer_each_caller(
             calls.append((start, time.perf_counter(), threads, name, len(args[0])))
 
     monkeypatch.setattr(local_pool, "_with_threads", recorded)
-    _send_mixed_requests(two_lane_pool, demo_test_texts)
+    replies = _send_mixed_requests(two_lane_pool, demo_test_texts)
 
+    # A batch that shared the replica with another charges it half its wall time,
+    # so texts / compute_s is the replica's rate, not one lane's.
+    assert any(r.compute_s < r.service_s * 0.6 for r in replies)
     runtime = two_lane_pool._runtimes[MODEL]
     assert {name.split("_")[0] for *_, name, _ in calls} == {"torch", "torch-lane1"}
     # Never more threads at once than the model was given: at each call's start,
@@ -119,6 +122,7 @@ def test_two_lanes_run_side_by_side_within_the_threads_and_answer_each_caller(
     assert [(threads, name.split("_")[0]) for _, _, threads, name, _ in calls] == [
         (2, "torch")
     ]
+    assert lone.compute_s == lone.service_s
 
 
 def test_a_round_splits_queued_requests_into_balanced_lanes() -> None:
