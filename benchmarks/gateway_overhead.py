@@ -7,13 +7,15 @@ Side by side in one run, on the same machine and the same fine-tuned demo model:
 * gateway: a real local Ray Serve deployment (one cloud, no emulation) reached over
   HTTP (OIP v2 JSON) and gRPC (OIP v2, raw contents), one request at a time
   (latency), then many at once for a fixed time (saturation), with 1 and 16 texts
-  per request. Four variants: the cloud as its own replica deployment under
+  per request. Five variants: the cloud as its own replica deployment under
   Serve's default settings (serve_defaults) and under gateway.serve's tuned ones
   (tuned), the cloud colocated with the ingress (colocated, tuned settings: the
-  ingress classifies in-process, one Serve hop fewer), and that again reached on
-  the ingress replica's own ports (colocated_direct: Serve's direct ingress, no
-  proxy hop). The headline is the last of these measured, the set-up for a
-  cloud on the gateway's own machine;
+  ingress classifies in-process, one Serve hop fewer, batches side by side on
+  one-thread lanes under load), and that again reached on the ingress replica's
+  own ports (colocated_direct: Serve's direct ingress, no proxy hop), also with
+  one lane (colocated_direct_one_lane: one batch at a time on all threads). The
+  headline is colocated_direct, the set-up for a cloud on the gateway's own
+  machine;
 * serve_floor: what any Ray Serve application pays on this machine: a deployment
   that answers the same HTTP and gRPC requests with a fixed reply and no model,
   behind the same proxies and tuned settings (and, for the direct variant, on the
@@ -124,6 +126,7 @@ def gateway_config(
     grpc_port: int,
     colocated: bool,
     direct: bool = False,
+    lanes: int = 1,
 ) -> dict:
     ingress: dict[str, Any] = {"num_cpus": 0.5, "max_ongoing_requests": 2000}
     if direct:
@@ -135,8 +138,7 @@ def gateway_config(
                 "name": "demo-intents",
                 "checkpoint": str(model_dir),
                 "num_threads": threads,
-                # Colocated: batches side by side on one-thread lanes under load.
-                "lanes": threads if colocated else 1,
+                "lanes": lanes,
                 "max_batch_size": 64,
                 # The ingress coalesces concurrent requests already; a replica that
                 # waited for more would only add latency to a lone request.
@@ -301,6 +303,7 @@ def measure_gateway(
     env: dict,
     colocated: bool,
     direct: bool = False,
+    lanes: int = 1,
 ) -> dict:
     """One gateway run; `env` is set before Ray starts so every process sees it."""
     import ray
@@ -312,7 +315,13 @@ def measure_gateway(
 
     config = parse_config(
         gateway_config(
-            model_dir, args.threads, free_port(), free_port(), colocated, direct
+            model_dir,
+            args.threads,
+            free_port(),
+            free_port(),
+            colocated,
+            direct,
+            lanes,
         )
     )
     os.environ.update(env)
@@ -500,9 +509,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--variants",
         type=lambda v: v.split(","),
-        default=["serve_defaults", "tuned", "colocated", "colocated_direct"],
+        default=[
+            "serve_defaults",
+            "tuned",
+            "colocated",
+            "colocated_direct_one_lane",
+            "colocated_direct",
+        ],
         help="variants to measure: serve_defaults, tuned, colocated, "
-        "colocated_direct (comma-separated)",
+        "colocated_direct_one_lane, colocated_direct (comma-separated)",
     )
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / "gateway_overhead.json"
@@ -517,12 +532,16 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.serve import SERVE_TUNING_ENV
 
     direct = measure_direct(model_dir, args.threads, args.requests, args.batch_s)
-    # (environment, colocated, direct ingress)
+    # (environment, colocated, direct ingress, lanes): a colocated model runs
+    # batches side by side on one-thread lanes under load, except in the variant
+    # that measures what the lanes give.
+    lanes = args.threads
     variants = {
-        "serve_defaults": (SERVE_DEFAULT_ENV, False, False),
-        "tuned": (SERVE_TUNING_ENV, False, False),
-        "colocated": (SERVE_TUNING_ENV, True, False),
-        "colocated_direct": (SERVE_TUNING_ENV, True, True),
+        "serve_defaults": (SERVE_DEFAULT_ENV, False, False, 1),
+        "tuned": (SERVE_TUNING_ENV, False, False, 1),
+        "colocated": (SERVE_TUNING_ENV, True, False, lanes),
+        "colocated_direct_one_lane": (SERVE_TUNING_ENV, True, True, 1),
+        "colocated_direct": (SERVE_TUNING_ENV, True, True, lanes),
     }
     # The headline: the last of the colocated set-ups measured, else the last.
     shipped = next(
@@ -565,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                 "env": variants[name][0],
                 "colocated": variants[name][1],
                 "direct_ingress": variants[name][2],
+                "lanes": variants[name][3],
                 **run,
             }
             for name, run in runs.items()

@@ -16,9 +16,11 @@ each on `num_threads / lanes` threads; a lone request still gets all of them.
 Why lanes: the forward shares the cores with this process's event loop, and a
 forward on two OpenMP threads stalls at every barrier while the loop holds one of
 the cores. Measured on 2 cores (demo model, colocated direct ingress, 16 texts
-per request, 16 concurrent requests): batches of 64 took 92 ms inside the
-gateway against 67 ms alone in a process; two one-thread lanes did not stall on
-each other and served 843 texts/s against 653.
+per request, 16 concurrent requests, instrumented): batches of 64 took 92 ms
+inside the gateway against 67 ms alone in a process. Two one-thread lanes do not
+stall on each other: benchmarks/results/gateway_overhead.json compares one lane
+and two (gRPC, one run: 543 against 494 texts/s at one text per request, 744
+against 727 at sixteen; the gain at sixteen varied from 2% to 13% between runs).
 """
 
 from __future__ import annotations

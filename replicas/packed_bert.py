@@ -29,7 +29,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-# transformers' `hidden_act` names that map onto one torch GELU or ReLU call.
+# transformers' `hidden_act` names -> `approximate` of torch's GELU.
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 
