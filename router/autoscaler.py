@@ -8,9 +8,10 @@ rate just observed, against forecasts that lag a flash crowd) is the rate to ser
 
 Capacity within the SLO comes from the queueing model (router.queueing: Erlang C
 with the demand model's service-time variability, constant for batched BERT): `c`
-replicas of a cloud carry the highest rate at which P(wait > SLO - the request's
-service time - network) <= 1 - quantile, the service time being one batch, or as
-many batches as a request with more texts than the operating batch needs. That
+replicas of a cloud carry the highest rate at which P(wait > SLO - network - the
+batch in progress - the request's own batch) <= 1 - quantile, at the best of the
+replica's batch sizes (router.demand.carried_rps): a cloud far from its clients
+runs smaller, faster batches so that two of them and the round trip fit. That
 table is not linear in `c` (pooled servers gain), so the choice of counts is a
 small mixed-integer program solved exactly with scipy.optimize.milp (HiGHS): one
 binary per (cloud, count) pair, exactly one count per cloud, minimise price x
@@ -27,6 +28,10 @@ capacity in a region where spot is used means configuring a second cloud entry f
 the same region without `use_spot`. The on-demand floor asks that on-demand pools
 alone carry `on_demand_floor_fraction` of the rate and hold at least
 `on_demand_floor_replicas` replicas, so a spot preemption never takes all capacity.
+A cheaper guard is the spot reserve (`spot_reserve_fraction`): the counts must
+still carry that share of the forecast mean after any one spot cloud loses one
+replica, which keeps a spare where a pool runs near its last replica's worth and
+costs nothing where the forecast margin already covers one replica.
 
 Flapping is held off by separate delays: a cloud scales up once its desired count
 has stayed above its target for `upscale_delay_s`, and down once it has stayed below
@@ -43,13 +48,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.errors import ConfigError
-from router import queueing
 from router.autoscaler_bound import UpperTracker
 from router.autoscaler_settings import DAY_S, AutoscalerSettings, forecaster_settings
 from router.autoscaler_solve import cheapest_counts
 from router.clock import Clock
 from router.cloud import CloudSpec
-from router.demand import DemandModel, ReplicaCapacity, ReplicaSpeed
+from router.demand import DemandModel, ReplicaCapacity, ReplicaSpeed, carried_rps
 from router.forecast import Forecaster
 
 logger = logging.getLogger(__name__)
@@ -81,6 +85,10 @@ class ScaleDecision:
     draining: dict[str, int] = field(default_factory=dict)
     reason: str = "hold"
     desired: dict[str, int] = field(default_factory=dict)
+
+
+# (cloud, token-mix bucket, texts per request, network s, largest count)
+_TableKey = tuple[str, float | None, float, float, int]
 
 
 @dataclass
@@ -131,8 +139,8 @@ class Autoscaler:
         self._down_since_s: dict[str, float] = {}
         self._down_peak: dict[str, int] = {}
         self._available = dict.fromkeys(self.clouds, True)
-        self._tables: dict[tuple[str, float, float, float], list[float]] = {}
-        self._points: dict[tuple[str, float | None], ReplicaCapacity] = {}
+        self._tables: dict[_TableKey, list[float]] = {}
+        self._points: dict[tuple[str, float | None], tuple[ReplicaCapacity, ...]] = {}
         self._horizon_slots = max(
             1, math.ceil(settings.horizon_s / self._slot_s - 1e-9)
         )
@@ -179,6 +187,11 @@ class Autoscaler:
         accelerator = self.clouds[cloud].accelerator
         self.demand.speeds[accelerator] = speed
         self._points = {k: v for k, v in self._points.items() if k[0] != accelerator}
+        self._tables = {
+            k: v
+            for k, v in self._tables.items()
+            if self.clouds[k[0]].accelerator != accelerator
+        }
 
     def set_network_s(self, cloud: str, rtt_s: float) -> None:
         """Round trip to a cloud; it comes out of that cloud's queueing budget."""
@@ -218,7 +231,8 @@ class Autoscaler:
 
         forecast_rps, upper_rps = self._peak_forecast(now_s)
         tables = {name: self._capacity_table(name) for name in self.clouds}
-        desired, notes = self._optimise(upper_rps, tables, self._serving)
+        reserve_rps = self.settings.spot_reserve_fraction * forecast_rps
+        desired, notes = self._optimise(upper_rps, tables, self._serving, reserve_rps)
         reasons = self._apply_delays(desired, now_s)
 
         targets = {
@@ -307,36 +321,45 @@ class Autoscaler:
         """Request rate carried within the SLO by 0, 1, ... replicas of `cloud`."""
         spec = self.clouds[cloud]
         settings = self.settings
-        # The operating point moves only when the token mix does (once a slot).
-        point_key = (spec.accelerator, self._tokens_per_seq)
-        point = self._points.get(point_key)
-        if point is None:
+        # The operating points move only when the token mix does; a change of the
+        # mean under 1% is noise of the counts, not a new mix.
+        tokens_key = (
+            None
+            if self._tokens_per_seq is None
+            else round(math.log(max(self._tokens_per_seq, 1.0)), 2)
+        )
+        point_key = (spec.accelerator, tokens_key)
+        points = self._points.get(point_key)
+        if points is None:
             mix = self.demand.length_mix
             if self._tokens_per_seq is not None:
                 mix = mix.scaled_to_mean(self._tokens_per_seq)
-            point = self.demand.replica_capacity(
-                spec.accelerator, settings.slo_s, settings.quantile, mix
+            points = self.demand.operating_points(
+                spec.accelerator, settings.quantile, mix
             )
             if len(self._points) > 64:
                 self._points.clear()
-            self._points[point_key] = point
-        service_rate = point.seq_per_s / self._seq_per_request
-        # A request's own time in the replica: its texts ride one batch, or as many
-        # as it takes when it has more texts than the operating batch holds.
-        batches = max(1, math.ceil(self._seq_per_request / point.batch_size - 1e-9))
-        budget_s = settings.slo_s - batches * point.service_s - self._network_s[cloud]
+            self._points[point_key] = points
         last = max(spec.max_replicas, 0 if up_to is None else up_to)
-        key = (cloud, service_rate, budget_s, float(last))
+        key = (
+            cloud,
+            tokens_key,
+            round(self._seq_per_request, 3),
+            self._network_s[cloud],
+            last,
+        )
         table = self._tables.get(key)
         if table is None:
             if len(self._tables) > 64 * len(self.clouds):
                 self._tables.clear()
             table = [
-                queueing.max_arrival_rps(
+                carried_rps(
+                    points,
                     c,
-                    service_rate,
-                    budget_s,
-                    1 - settings.quantile,
+                    self._seq_per_request,
+                    settings.slo_s,
+                    self._network_s[cloud],
+                    settings.quantile,
                     self.demand.service_scv,
                 )
                 for c in range(last + 1)
@@ -351,20 +374,29 @@ class Autoscaler:
         rate_rps: float,
         tables: Mapping[str, list[float]],
         current: Mapping[str, int],
+        reserve_rps: float = 0.0,
     ) -> tuple[dict[str, int], list[str]]:
-        """Cheapest counts carrying `rate_rps`, relaxing what cannot be met."""
+        """Cheapest counts carrying `rate_rps`, relaxing what cannot be met: the
+        spot reserve first, then the on-demand floor."""
         floor = self.settings.on_demand_floor_fraction
         floor_replicas = self.settings.on_demand_floor_replicas
         has_on_demand = any(not c.use_spot for c in self.clouds.values())
+        notes = []
+        if reserve_rps > 0:
+            solution = self._solve(
+                rate_rps, tables, current, floor, floor_replicas, False, reserve_rps
+            )
+            if solution is not None:
+                return solution, []
+            notes.append("spot_reserve_relaxed")
         solution = self._solve(rate_rps, tables, current, floor, floor_replicas, False)
         if solution is not None:
-            return solution, []
-        notes = []
+            return solution, notes
         if has_on_demand and (floor > 0 or floor_replicas > 0):
             # Keep as much on-demand capacity as there is, and meet the rate.
             solution = self._solve(rate_rps, tables, current, 0.0, 0, True)
             if solution is not None:
-                return solution, ["on_demand_floor_relaxed"]
+                return solution, [*notes, "on_demand_floor_relaxed"]
             notes.append("on_demand_floor_relaxed")
         logger.warning("event=demand_exceeds_max upper_rps=%.2f", rate_rps)
         # Every cloud that carries anything within the SLO at its maximum; one that
@@ -390,6 +422,7 @@ class Autoscaler:
         floor_fraction: float,
         floor_replicas: int,
         on_demand_at_max: bool,
+        reserve_rps: float = 0.0,
     ) -> dict[str, int] | None:
         bounds = {}
         for name, spec in self.clouds.items():
@@ -405,6 +438,7 @@ class Autoscaler:
             current,
             floor_fraction=floor_fraction,
             floor_replicas=floor_replicas,
+            reserve_rps=reserve_rps,
             change_penalty_usd_per_hour=self.settings.change_penalty_usd_per_hour,
         )
 

@@ -23,6 +23,10 @@ class AutoscalerSettings:
     drain_s: float = 30.0
     on_demand_floor_fraction: float = 0.0
     on_demand_floor_replicas: int = 0
+    # If > 0, losing one replica of any one spot cloud (a preemption: its
+    # replacement is ready only after the provisioning lead) must leave capacity
+    # for this share of the forecast mean rate.
+    spot_reserve_fraction: float = 0.0
     forecast_confidence: float = 0.95
     # If set, the forecast margin is sized so that on past errors the expected
     # share of requests above capacity is at most this (autoscaler_bound), in
@@ -66,6 +70,11 @@ class AutoscalerSettings:
             raise ConfigError(
                 "autoscaler.on_demand_floor_fraction must be in [0, 1], got "
                 f"{self.on_demand_floor_fraction}"
+            )
+        if not 0 <= self.spot_reserve_fraction <= 1:
+            raise ConfigError(
+                "autoscaler.spot_reserve_fraction must be in [0, 1], got "
+                f"{self.spot_reserve_fraction}"
             )
         if not 0 < self.demand_smoothing <= 1:
             raise ConfigError("autoscaler.demand_smoothing must be in (0, 1]")

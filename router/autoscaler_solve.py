@@ -25,6 +25,7 @@ def cheapest_counts(
     *,
     floor_fraction: float = 0.0,
     floor_replicas: int = 0,
+    reserve_rps: float = 0.0,
     change_penalty_usd_per_hour: float = 0.0,
     prune: bool = True,
 ) -> dict[str, int] | None:
@@ -32,7 +33,9 @@ def cheapest_counts(
 
     Args:
         tables: request rate carried within the SLO by 0, 1, ... replicas per cloud.
-        on_demand: whether a cloud counts toward the on-demand floor.
+        on_demand: whether a cloud counts toward the on-demand floor; the others
+            are spot, and with `reserve_rps` > 0 the counts must still carry that
+            rate after any one spot cloud loses one replica (a preemption).
     Returns:
         None when no choice within the bounds meets the rate and the floors.
     """
@@ -42,6 +45,10 @@ def cheapest_counts(
         if prune and high > low:
             # The first count that carries the rate alone (high if none does).
             alone = bisect.bisect_left(table, rate_rps, lo=0, hi=high + 1)
+            if reserve_rps > 0 and not on_demand[name]:
+                # Alone, and still carrying the reserve one replica short.
+                short = bisect.bisect_left(table, reserve_rps, lo=0, hi=high + 1)
+                alone = max(alone, min(high, short + 1))
             needed = max(alone, current.get(name, 0))
             if on_demand[name]:
                 needed = max(needed, floor_replicas)
@@ -75,6 +82,20 @@ def cheapest_counts(
         constraints.append(
             LinearConstraint((counts * od)[np.newaxis, :], floor_replicas, np.inf)
         )
+    if reserve_rps > 0:
+        for spot in (n for n in names if not on_demand[n]):
+            # What the cloud's count loses with one replica fewer.
+            loss = np.array(
+                [
+                    tables[name][count] - tables[name][count - 1]
+                    if name == spot and count > 0
+                    else 0.0
+                    for name, count in columns
+                ]
+            )
+            constraints.append(
+                LinearConstraint((capacity - loss)[np.newaxis, :], reserve_rps, np.inf)
+            )
     result = milp(
         cost, constraints=constraints, integrality=np.ones(len(columns)), bounds=(0, 1)
     )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,20 +310,12 @@ class DemandModel:
         time per sequence is the mix-weighted time at each length; the service time
         is that of a full batch at the mix's `quantile` length.
         """
-        mix = mix or self.length_mix
-        tail_tokens = mix.quantile_tokens(quantile)
         budget_s = slo_s * self.service_share_of_slo
         best: ReplicaCapacity | None = None
-        for batch in self._batch_sizes(accelerator):
-            service_s = self.batch_latency_s(accelerator, batch, tail_tokens)
-            per_seq_s = sum(
-                w * self.batch_latency_s(accelerator, batch, t) / batch
-                for t, w in zip(mix.lengths_tokens, mix.weights, strict=True)
-            )
-            point = ReplicaCapacity(1.0 / per_seq_s, service_s, batch)
+        for point in self.operating_points(accelerator, quantile, mix):
             if best is None:
                 best = point  # the smallest batch, kept even if it misses the budget
-            elif service_s <= budget_s and point.seq_per_s > best.seq_per_s:
+            elif point.service_s <= budget_s and point.seq_per_s > best.seq_per_s:
                 best = point
         assert best is not None
         if best.service_s > budget_s:
@@ -336,6 +328,27 @@ class DemandModel:
             )
         return best
 
+    def operating_points(
+        self,
+        accelerator: str,
+        quantile: float = 0.95,
+        mix: LengthMix | None = None,
+    ) -> tuple[ReplicaCapacity, ...]:
+        """Each batch size the replica may run at: its throughput on the mix
+        (batches length-bucketed) and the time of a full batch at the mix's
+        `quantile` length."""
+        mix = mix or self.length_mix
+        tail_tokens = mix.quantile_tokens(quantile)
+        points = []
+        for batch in self._batch_sizes(accelerator):
+            service_s = self.batch_latency_s(accelerator, batch, tail_tokens)
+            per_seq_s = sum(
+                w * self.batch_latency_s(accelerator, batch, t) / batch
+                for t, w in zip(mix.lengths_tokens, mix.weights, strict=True)
+            )
+            points.append(ReplicaCapacity(1.0 / per_seq_s, service_s, batch))
+        return tuple(points)
+
     def replicas_needed(
         self,
         accelerator: str,
@@ -345,23 +358,27 @@ class DemandModel:
         mix: LengthMix | None = None,
         seq_per_request: float | None = None,
         network_s: float = 0.0,
+        max_replicas: int = 10_000,
     ) -> int | None:
-        """Fewest replicas serving `request_rps` with P(latency > slo) <= 1 - quantile.
-
-        Each replica is one server of rate (its seq/s / sequences per request) with
-        service times of `service_scv` (router.queueing); the wait budget is the SLO
-        less the batch service time and the network.
-        Returns None when no count can meet the SLO (service alone exceeds it).
-        """
-        point = self.replica_capacity(accelerator, slo_s, quantile, mix)
+        """Fewest replicas serving `request_rps` with P(latency > slo) <= 1 - quantile
+        (see `carried_rps`). None when no count up to `max_replicas` can (a batch
+        alone, or with the network, exceeds the SLO)."""
+        if request_rps <= 0:
+            return 0
+        points = self.operating_points(accelerator, quantile, mix)
         spr = seq_per_request or self.seq_per_request
-        return queueing.min_servers(
-            request_rps,
-            point.seq_per_s / spr,
-            slo_s - point.service_s - network_s,
-            1.0 - quantile,
-            service_scv=self.service_scv,
-        )
+        fastest = max(p.seq_per_s for p in points) / spr
+        # Stability needs more servers than the offered load at the fastest point.
+        first = int(request_rps / fastest) + 1
+        for replicas in range(first, max_replicas + 1):
+            carried = carried_rps(
+                points, replicas, spr, slo_s, network_s, quantile, self.service_scv
+            )
+            if carried >= request_rps:
+                return replicas
+            if carried == 0.0:
+                return None  # no batch fits the SLO: more replicas do not help
+        return None
 
     def max_request_rps(
         self,
@@ -374,13 +391,13 @@ class DemandModel:
         network_s: float = 0.0,
     ) -> float:
         """The highest request rate `replicas` replicas serve within the SLO."""
-        point = self.replica_capacity(accelerator, slo_s, quantile, mix)
-        spr = seq_per_request or self.seq_per_request
-        return queueing.max_arrival_rps(
+        return carried_rps(
+            self.operating_points(accelerator, quantile, mix),
             replicas,
-            point.seq_per_s / spr,
-            slo_s - point.service_s - network_s,
-            1.0 - quantile,
+            seq_per_request or self.seq_per_request,
+            slo_s,
+            network_s,
+            quantile,
             self.service_scv,
         )
 
@@ -397,3 +414,40 @@ class DemandModel:
     def _batch_sizes(self, accelerator: str) -> tuple[int, ...]:
         speed = self._speed(accelerator)
         return speed.batch_sizes
+
+
+def carried_rps(
+    points: Sequence[ReplicaCapacity],
+    replicas: int,
+    seq_per_request: float,
+    slo_s: float,
+    network_s: float,
+    quantile: float,
+    service_scv: float,
+) -> float:
+    """Highest request rate `replicas` replicas carry within the SLO at `quantile`,
+    at the best of the operating points.
+
+    At a point, a request's latency is the network round trip, its wait in the queue,
+    the rest of the batch in progress when its turn comes (a full batch at the
+    loads this is asked about: replicas run back to back), and its own batch, or as
+    many as its texts fill. The queue (router.queueing: c servers of the point's
+    request rate) gets what the SLO leaves after the rest. A smaller batch is slower
+    but leaves more of the SLO to the queue, which wins where the network takes
+    much of it. 0.0 when no point leaves any budget.
+    """
+    best = 0.0
+    for point in points:
+        batches = max(1, math.ceil(seq_per_request / point.batch_size - 1e-9))
+        budget_s = slo_s - (batches + 1) * point.service_s - network_s
+        if budget_s <= 0 or replicas <= 0:
+            continue
+        rate = queueing.max_arrival_rps(
+            replicas,
+            point.seq_per_s / seq_per_request,
+            budget_s,
+            1.0 - quantile,
+            service_scv,
+        )
+        best = max(best, rate)
+    return best

@@ -23,7 +23,7 @@ SLOT_S = 60.0
 SEASON_S = 3600.0  # an "hour-long day" keeps the tests short
 
 # One replica: batches of 1 at 32 tokens, 20 seq/s, 50 ms each. With SLO 200 ms the
-# wait budget is 150 ms.
+# wait budget is 100 ms: the batch in progress and the request's own take the rest.
 PROFILE = CapacityProfile(
     "test", "cpu", (CapacityPoint(1, 32, seq_per_s=20.0, batch_latency_s=0.05),)
 )
@@ -102,8 +102,11 @@ def test_pooled_replicas_carry_more_each_than_one_alone() -> None:
     autoscaler, _ = _autoscaler([_cloud("a", 1.0)])
     one = autoscaler.capacity_rps("a", 1)
     eight = autoscaler.capacity_rps("a", 8)
+    # Budget 200 - 50 (batch in progress) - 50 (its own) = 100 ms. M/M/1 at 4.6/s:
+    # 0.23 * exp(-15.4 * 0.1) = 0.0493 <= 0.05; at 4.7/s 0.235 * exp(-1.53) > 0.05.
+    assert one == pytest.approx(queueing.max_arrival_rps(1, 20.0, 0.10, 0.05))
+    assert 4.6 < one < 4.7
     # Erlang C economies of scale: 8 servers run nearer their 20 req/s each.
-    assert 7.0 < one < 8.0
     assert eight / 8 > one
     assert eight < 8 * 20.0
 
@@ -111,9 +114,10 @@ def test_pooled_replicas_carry_more_each_than_one_alone() -> None:
 def test_a_request_with_more_texts_than_a_batch_waits_for_all_its_batches() -> None:
     autoscaler, clock = _autoscaler([_cloud("a", 1.0)])
     assert autoscaler.capacity_rps("a", 4) > 0  # one text per request: fits
-    # Requests of 5 texts on batches of 1 at 50 ms: each request is 5 batches,
-    # 250 ms of service, past the 200 ms SLO however short the wait, so a replica
-    # of this cloud carries nothing within the SLO, fast as it runs in total.
+    # Requests of 5 texts on batches of 1 at 50 ms: each request is 5 batches
+    # after the one in progress, 300 ms, past the 200 ms SLO however short the
+    # wait, so a replica of this cloud carries nothing within the SLO, fast as it
+    # runs in total.
     # (The texts per request are smoothed, 0.2 a slot: 30 slots take it to 4.995.)
     for _ in range(30):
         _feed_slot_of(autoscaler, clock, requests=60, texts_per_request=5)
@@ -395,12 +399,13 @@ def test_pruned_milp_finds_the_same_cost_as_the_full_one() -> None:
         prices = {n: rng.uniform(0.1, 3.0) for n in names}
         on_demand = {n: rng.random() < 0.5 for n in names}
         current = {n: rng.randint(0, 8) for n in names}
+        rate = rng.uniform(1.0, 200.0)
         kwargs = dict(
             floor_fraction=rng.choice([0.0, 0.3]),
             floor_replicas=rng.choice([0, 2]),
+            reserve_rps=rng.choice([0.0, 0.8 * rate]),
             change_penalty_usd_per_hour=1e-3,
         )
-        rate = rng.uniform(1.0, 200.0)
         args = (rate, tables, bounds, prices, on_demand, current)
         full = cheapest_counts(*args, prune=False, **kwargs)
         pruned = cheapest_counts(*args, prune=True, **kwargs)
@@ -410,6 +415,39 @@ def test_pruned_milp_finds_the_same_cost_as_the_full_one() -> None:
         assert _cost(pruned, prices, current) == pytest.approx(
             _cost(full, prices, current), abs=1e-6
         )
+
+
+def test_spot_reserve_keeps_a_spare_where_one_preemption_would_fall_short() -> None:
+    # Spot "a" at $1 carries 10 req/s a replica; on-demand "c" at $4.5 carries 30.
+    tables = {"a": [10.0 * n for n in range(9)], "c": [30.0 * n for n in range(9)]}
+    bounds = {"a": (0, 8), "c": (0, 8)}
+    prices = {"a": 1.0, "c": 4.5}
+    on_demand = {"a": False, "c": True}
+    args = (25.0, tables, bounds, prices, on_demand, {})
+    # Without a reserve: three spot replicas, $3.
+    assert cheapest_counts(*args) == {"a": 3, "c": 0}
+    # 15 req/s must survive a preemption: two of the three still carry 20.
+    assert cheapest_counts(*args, reserve_rps=15.0) == {"a": 3, "c": 0}
+    # 25 req/s must: four spot replicas ($4) beat one on-demand ($4.5)...
+    assert cheapest_counts(*args, reserve_rps=25.0) == {"a": 4, "c": 0}
+    # ...and a cheaper on-demand replica, never preempted, beats them both.
+    prices["c"] = 3.0
+    assert cheapest_counts(*args, reserve_rps=25.0) == {"a": 0, "c": 1}
+
+
+def test_spot_reserve_is_relaxed_when_the_maximum_cannot_hold_it() -> None:
+    cloud = _cloud("a", 1.0, use_spot=True, spot_usd_per_hour=1.0)
+    settings = replace(SETTINGS, spot_reserve_fraction=1.0)
+    autoscaler, clock = _autoscaler([replace(cloud, max_replicas=2)], settings)
+    for _ in range(3):
+        _feed_slot(autoscaler, clock, 8.0)
+    decision = autoscaler.decide({})
+    # Two replicas carry 8 req/s; with one preempted, one cannot, and there is
+    # no third: the rate is still served, the reserve given up and said so.
+    assert decision.targets == {"a": 2}
+    assert "spot_reserve_relaxed" in decision.reason
+    with pytest.raises(ConfigError, match="spot_reserve_fraction"):
+        AutoscalerSettings(spot_reserve_fraction=1.5)
 
 
 def _cost(counts, prices, current) -> float:

@@ -16,6 +16,7 @@ from router.demand import (
     DemandModel,
     LengthMix,
     ModelShape,
+    carried_rps,
 )
 
 MINILM_L6 = ModelShape(
@@ -145,17 +146,37 @@ def test_rate_and_texts_per_request_convert_to_sequences_per_second() -> None:
 
 def test_replicas_needed_comes_from_erlang_c_not_a_utilisation_guess() -> None:
     demand = DemandModel(MINILM_L6, {"cpu": _profile()}, LengthMix.single(64))
-    # SLO 80 ms: batch 8 at 400 seq/s, service 20 ms, wait budget 60 ms.
+    # SLO 80 ms at batch 8 (400 seq/s, 20 ms): the batch in progress and the
+    # request's own leave a wait budget of 40 ms; batch 32 (50 ms) leaves none.
     # 1,000 req/s over 400/s per replica: at least 3 replicas for stability.
     needed = demand.replicas_needed("cpu", 1000.0, slo_s=0.08, quantile=0.95)
-    assert needed == queueing.min_servers(1000.0, 400.0, 0.06, 0.05)
+    assert needed == queueing.min_servers(1000.0, 400.0, 0.04, 0.05)
     assert needed == 3
     # Two texts per request halve each replica's request rate: 200 req/s each.
     twice = demand.replicas_needed(
         "cpu", 1000.0, slo_s=0.08, quantile=0.95, seq_per_request=2.0
     )
-    assert twice == queueing.min_servers(1000.0, 200.0, 0.06, 0.05)
+    assert twice == queueing.min_servers(1000.0, 200.0, 0.04, 0.05)
     assert twice is not None and twice > 5
+
+
+def test_a_far_cloud_is_planned_at_a_smaller_batch_that_fits_twice() -> None:
+    demand = DemandModel(MINILM_L6, {"cpu": _profile()}, LengthMix.single(64))
+    points = demand.operating_points("cpu")
+    # Near the clients (5 ms): batch 32 leaves 200 - 100 - 5 = 95 ms to wait and
+    # carries the most.
+    near = carried_rps(points, 4, 1.0, 0.2, 0.005, 0.95, 0.0)
+    assert near == pytest.approx(queueing.max_arrival_rps(4, 640.0, 0.095, 0.05, 0.0))
+    # 120 ms away, two 50 ms batches leave 200 - 120 - 100 < 0: batch 8 (two of
+    # 20 ms, 40 ms left to wait) is what the cloud can do within the SLO.
+    far = carried_rps(points, 4, 1.0, 0.2, 0.12, 0.95, 0.0)
+    assert far == pytest.approx(queueing.max_arrival_rps(4, 400.0, 0.04, 0.05, 0.0))
+    assert 0 < far < near
+    assert demand.max_request_rps("cpu", 4, 0.2, network_s=0.12) == pytest.approx(
+        carried_rps(points, 4, 1.0, 0.2, 0.12, 0.95, demand.service_scv)
+    )
+    # Past 200 - 2 x 10 ms, not even batch 1 fits.
+    assert carried_rps(points, 4, 1.0, 0.2, 0.185, 0.95, 0.0) == 0.0
 
 
 def test_service_longer_than_the_slo_needs_no_count_at_all() -> None:
