@@ -161,7 +161,7 @@ def main() -> int:
         "scenario": {**scenario.describe(), "outages": f"{OUTAGE_REGION}, see traces"},
         "aggregation": {
             "engine": "fixed 5 s steps; each metro's arrivals split into equal "
-            "groups (16 per step in all), each routed by one Router.choose; a fluid "
+            "groups (64 per step in all), each routed by one Router.choose; a fluid "
             "FIFO queue per pool served at the batching curve; the batching residual "
             "inside a step computed exactly for the step's per-replica load",
             "what_it_loses": "Poisson noise inside a step (negligible at 20,000/s), "

@@ -9,10 +9,11 @@ x[t,c] >= 0 and request flows y[t,m,c] >= 0 to
                x[t,c] <= max_c                          (0 while c's region is down)
 
 D[t,m] is the slot's mean request rate from metro m. k[m,c] is what one replica of
-c carries for metro m within the SLO, from the same queueing model the autoscaler
-uses (router.queueing, with the demand model's operating point and the wait budget
-SLO - batch service time - RTT), taken at the largest pool any policy may run, where
-pooling makes a replica carry the most: the bound is optimistic on purpose.
+c carries for metro m within the SLO, from the queueing model the autoscaler uses
+(router.queueing, with the demand model's operating point and the wait budget
+SLO - batch service time - RTT, where the autoscaler also takes out the batch in
+progress), taken at the largest pool any policy may run, where pooling makes a
+replica carry the most: the bound is optimistic on purpose.
 Replicas are fractional by default (an integer version is available); there is no
 provisioning delay, no preemption and no on-demand floor, and capacity is shared
 across metros. Every policy pays at least this, up to the slot-mean demand.

@@ -85,7 +85,7 @@ class SimResult:
 @dataclass(frozen=True)
 class EngineSettings:
     dt_s: float = 5.0
-    groups_per_step: int = 16
+    groups_per_step: int = 64
     record_every_s: float = 60.0
     burn_in_s: float = 1800.0
     outage_detect_s: float = 30.0

@@ -91,6 +91,7 @@ class FluidState:
             num_texts=max(1, round(scenario.seq_per_request)), num_tokens=tokens
         )
         self._obs_carry: dict[str, float] = dict.fromkeys(deployments, 0.0)
+        self._inflight_carry: dict[str, float] = dict.fromkeys(fleet.pools, 0.0)
 
     def push_replicas(self, names: Sequence[str], now_s: float) -> None:
         """Tell the routers each pool's ready replicas, as the control plane sees."""
@@ -205,9 +206,17 @@ class FluidState:
         return groups
 
     def _inflight_texts(self, pool: str, requests: float) -> int:
-        """Texts this group keeps in flight: its rate times its time in flight."""
+        """Texts this group keeps in flight: its rate times its time in flight.
+
+        Whole texts for the router, the fractions carried to the pool's next group,
+        so that small groups (a low rate split 64 ways) add up to the true count
+        instead of each rounding up to one.
+        """
         texts_per_s = requests * self.scenario.seq_per_request / self.dt_s
-        return max(1, round(texts_per_s * self.latency_s[pool]))
+        exact = texts_per_s * self.latency_s[pool] + self._inflight_carry[pool]
+        whole = math.floor(exact)
+        self._inflight_carry[pool] = exact - whole
+        return whole
 
     def _serve(
         self, pool: str, groups: list[_Group], outcomes: Mapping[str, Outcome]
