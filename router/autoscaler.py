@@ -11,7 +11,8 @@ with the demand model's service-time variability, constant for batched BERT): `c
 replicas of a cloud carry the highest rate at which P(wait > SLO - network - the
 batch in progress - the request's own batch) <= 1 - quantile, at the best of the
 replica's batch sizes (router.demand.carried_rps): a cloud far from its clients
-runs smaller, faster batches so that two of them and the round trip fit. That
+is planned at a load where its batches stay small enough for two of them and the
+round trip to fit. That
 table is not linear in `c` (pooled servers gain), so the choice of counts is a
 small mixed-integer program solved exactly with scipy.optimize.milp (HiGHS): one
 binary per (cloud, count) pair, exactly one count per cloud, minimise price x
@@ -333,6 +334,7 @@ class Autoscaler:
         if points is None:
             mix = self.demand.length_mix
             if self._tokens_per_seq is not None:
+                # The first mean seen in the bucket: within 1% of any later one.
                 mix = mix.scaled_to_mean(self._tokens_per_seq)
             points = self.demand.operating_points(
                 spec.accelerator, settings.quantile, mix
@@ -341,13 +343,8 @@ class Autoscaler:
                 self._points.clear()
             self._points[point_key] = points
         last = max(spec.max_replicas, 0 if up_to is None else up_to)
-        key = (
-            cloud,
-            tokens_key,
-            round(self._seq_per_request, 3),
-            self._network_s[cloud],
-            last,
-        )
+        seq_per_request = max(round(self._seq_per_request, 3), 1e-3)
+        key = (cloud, tokens_key, seq_per_request, self._network_s[cloud], last)
         table = self._tables.get(key)
         if table is None:
             if len(self._tables) > 64 * len(self.clouds):
@@ -356,7 +353,7 @@ class Autoscaler:
                 carried_rps(
                     points,
                     c,
-                    self._seq_per_request,
+                    seq_per_request,
                     settings.slo_s,
                     self._network_s[cloud],
                     settings.quantile,
@@ -382,7 +379,8 @@ class Autoscaler:
         floor_replicas = self.settings.on_demand_floor_replicas
         has_on_demand = any(not c.use_spot for c in self.clouds.values())
         notes = []
-        if reserve_rps > 0:
+        spot_up = any(c.use_spot and self._available[n] for n, c in self.clouds.items())
+        if reserve_rps > 0 and spot_up:
             solution = self._solve(
                 rate_rps, tables, current, floor, floor_replicas, False, reserve_rps
             )

@@ -45,10 +45,11 @@ def cheapest_counts(
         if prune and high > low:
             # The first count that carries the rate alone (high if none does).
             alone = bisect.bisect_left(table, rate_rps, lo=0, hi=high + 1)
-            if reserve_rps > 0 and not on_demand[name]:
-                # Alone, and still carrying the reserve one replica short.
-                short = bisect.bisect_left(table, reserve_rps, lo=0, hi=high + 1)
-                alone = max(alone, min(high, short + 1))
+            if reserve_rps > 0:
+                # Alone, and carrying the reserve too: one replica short if the
+                # cloud is spot (it may lose one), whole if on-demand.
+                held = bisect.bisect_left(table, reserve_rps, lo=0, hi=high + 1)
+                alone = max(alone, min(high, held + (0 if on_demand[name] else 1)))
             needed = max(alone, current.get(name, 0))
             if on_demand[name]:
                 needed = max(needed, floor_replicas)

@@ -428,18 +428,25 @@ def carried_rps(
     """Highest request rate `replicas` replicas carry within the SLO at `quantile`,
     at the best of the operating points.
 
-    At a point, a request's latency is the network round trip, its wait in the queue,
-    the rest of the batch in progress when its turn comes (a full batch at the
-    loads this is asked about: replicas run back to back), and its own batch, or as
-    many as its texts fill. The queue (router.queueing: c servers of the point's
-    request rate) gets what the SLO leaves after the rest. A smaller batch is slower
-    but leaves more of the SLO to the queue, which wins where the network takes
-    much of it. 0.0 when no point leaves any budget.
+    At a point, a request's latency is the network round trip, its wait in the queue
+    (router.queueing: c servers of the point's request rate), the rest of the batch
+    in progress when its turn comes, and its own batch, or as many as its texts
+    fill. Where a request holds a whole batch or more (batch size <= its texts), a
+    server's service is the request's own and the queue's wait already holds the
+    rest of the one in progress; where a batch holds several requests, the queue
+    serves texts one by one and knows nothing of batches, so the batch in progress
+    (a full one at the loads this is asked about: replicas run back to back) is
+    charged on top. The queue gets what the SLO leaves after the rest. A smaller
+    batch is slower but leaves more of the SLO to the queue: at a load that a
+    smaller batch carries, a replica's batches stay that small (a batch holds what
+    queued while the last one ran), which wins where the network takes much of the
+    SLO. 0.0 when no point leaves any budget.
     """
     best = 0.0
     for point in points:
         batches = max(1, math.ceil(seq_per_request / point.batch_size - 1e-9))
-        budget_s = slo_s - (batches + 1) * point.service_s - network_s
+        in_progress = 1 if point.batch_size > seq_per_request else 0
+        budget_s = slo_s - (batches + in_progress) * point.service_s - network_s
         if budget_s <= 0 or replicas <= 0:
             continue
         rate = queueing.max_arrival_rps(

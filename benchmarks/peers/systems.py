@@ -295,6 +295,15 @@ def _vllm(name: str, dtype: str) -> VllmSystem:
     )
 
 
+def _admission_fraction() -> str:
+    """The admission share of the SLO set in gateway.yaml, for the settings text."""
+    import yaml
+
+    text = (PEERS_DIR / "gateway.yaml").read_text(encoding="utf-8")
+    admission = yaml.safe_load(text).get("admission") or {}
+    return str(admission.get("max_predicted_wait_slo_fraction", "the default share"))
+
+
 def _gateway(name: str, precision: str, dtype: str) -> GatewaySystem:
     return GatewaySystem(
         name=name,
@@ -312,7 +321,7 @@ def _gateway(name: str, precision: str, dtype: str) -> GatewaySystem:
             "batching": "the ingress merges queued requests into batches of "
             "up to 32 texts, no batch wait",
             "admission": "SLO 500 ms p99; refuses a request predicted to finish "
-            "past 0.5 of it: 503 / UNAVAILABLE with Retry-After",
+            f"past {_admission_fraction()} of it: 503 / UNAVAILABLE with Retry-After",
             "route": "POST /v2/models/{model}/infer (OIP v2), gRPC ModelInfer",
         },
     )

@@ -146,18 +146,31 @@ def test_rate_and_texts_per_request_convert_to_sequences_per_second() -> None:
 
 def test_replicas_needed_comes_from_erlang_c_not_a_utilisation_guess() -> None:
     demand = DemandModel(MINILM_L6, {"cpu": _profile()}, LengthMix.single(64))
-    # SLO 80 ms at batch 8 (400 seq/s, 20 ms): the batch in progress and the
-    # request's own leave a wait budget of 40 ms; batch 32 (50 ms) leaves none.
-    # 1,000 req/s over 400/s per replica: at least 3 replicas for stability.
-    needed = demand.replicas_needed("cpu", 1000.0, slo_s=0.08, quantile=0.95)
-    assert needed == queueing.min_servers(1000.0, 400.0, 0.04, 0.05)
-    assert needed == 3
+    scv = demand.service_scv
+    # SLO 50 ms at batch 8 (400 seq/s, 20 ms): the batch in progress and the
+    # request's own leave a wait budget of 10 ms; batch 32 (50 ms) leaves none.
+    # 1,080 req/s needs 3 replicas for stability, but 4 to keep waits in 10 ms;
+    # without the batch in progress charged (30 ms) 3 would do.
+    needed = demand.replicas_needed("cpu", 1080.0, slo_s=0.05, quantile=0.95)
+    assert needed == queueing.min_servers(1080.0, 400.0, 0.01, 0.05, service_scv=scv)
+    assert needed == 4
+    assert queueing.min_servers(1080.0, 400.0, 0.03, 0.05, service_scv=scv) == 3
     # Two texts per request halve each replica's request rate: 200 req/s each.
     twice = demand.replicas_needed(
         "cpu", 1000.0, slo_s=0.08, quantile=0.95, seq_per_request=2.0
     )
-    assert twice == queueing.min_servers(1000.0, 200.0, 0.04, 0.05)
+    assert twice == queueing.min_servers(1000.0, 200.0, 0.04, 0.05, service_scv=scv)
     assert twice is not None and twice > 5
+
+
+def test_a_request_holding_whole_batches_is_not_charged_the_one_in_progress() -> None:
+    demand = DemandModel(MINILM_L6, {"cpu": _profile()}, LengthMix.single(64))
+    points = demand.operating_points("cpu")
+    # Eight texts a request on batches of 8: the queue serves whole requests
+    # (20 ms each), its wait already holds the rest of the one in progress, so
+    # the budget is 80 - 20 = 60 ms, not 40. Batch 1 (eight of 10 ms) leaves 0.
+    carried = carried_rps(points[:2], 3, 8.0, 0.08, 0.0, 0.95, 0.0)
+    assert carried == pytest.approx(queueing.max_arrival_rps(3, 50.0, 0.06, 0.05, 0.0))
 
 
 def test_a_far_cloud_is_planned_at_a_smaller_batch_that_fits_twice() -> None:
@@ -173,10 +186,12 @@ def test_a_far_cloud_is_planned_at_a_smaller_batch_that_fits_twice() -> None:
     assert far == pytest.approx(queueing.max_arrival_rps(4, 400.0, 0.04, 0.05, 0.0))
     assert 0 < far < near
     assert demand.max_request_rps("cpu", 4, 0.2, network_s=0.12) == pytest.approx(
-        carried_rps(points, 4, 1.0, 0.2, 0.12, 0.95, demand.service_scv)
+        queueing.max_arrival_rps(4, 400.0, 0.04, 0.05, demand.service_scv)
     )
-    # Past 200 - 2 x 10 ms, not even batch 1 fits.
-    assert carried_rps(points, 4, 1.0, 0.2, 0.185, 0.95, 0.0) == 0.0
+    # Batch 1 holds one request (nothing in progress to add): it fits up to a
+    # network of 200 - 10 ms, and past that nothing does.
+    assert carried_rps(points, 4, 1.0, 0.2, 0.185, 0.95, 0.0) > 0.0
+    assert carried_rps(points, 4, 1.0, 0.2, 0.195, 0.95, 0.0) == 0.0
 
 
 def test_service_longer_than_the_slo_needs_no_count_at_all() -> None:
