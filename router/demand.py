@@ -443,11 +443,13 @@ def carried_rps(
     SLO. 0.0 when no point leaves any budget.
     """
     best = 0.0
+    if replicas <= 0:
+        return best
     for point in points:
         batches = max(1, math.ceil(seq_per_request / point.batch_size - 1e-9))
         in_progress = 1 if point.batch_size > seq_per_request else 0
         budget_s = slo_s - (batches + in_progress) * point.service_s - network_s
-        if budget_s <= 0 or replicas <= 0:
+        if budget_s <= 0:
             continue
         rate = queueing.max_arrival_rps(
             replicas,

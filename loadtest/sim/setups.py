@@ -75,10 +75,12 @@ FORECAST_SHARE_OF_MISS_BUDGET = 0.1
 MARGIN_WINDOW_S = 3600.0
 # A spot preemption takes a replica away for the provisioning lead (180 s here):
 # the counts must carry the whole forecast mean with any one spot replica gone.
-# On worldcup98 (ours, one day) a reserve of 0.7 of the mean reached SLO
-# attainment 0.99812 at 1.69x the bound, 0.85 reached 0.99868 at 1.75x and 1.0
-# 0.99961 at 1.83x; without one, 0.99774 at 1.61x, most misses in the three
-# minutes after a preemption of a pool that ran near its last replica's worth.
+# On worldcup98 (ours, one day; runs of this setup alone, before the in-flight
+# carry of fluid.py) a reserve of 0.7 of the mean reached SLO attainment 0.99812
+# at 1.69x the bound, 0.85 reached 0.99868 at 1.75x and 1.0 0.99961 at 1.83x (as
+# in simulation.json since); without one, 0.99774 at 1.61x, most misses in the
+# three minutes after a preemption of a pool that ran near its last replica's
+# worth.
 SPOT_RESERVE_FRACTION = 1.0
 
 
