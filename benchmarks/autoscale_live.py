@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shlex
 import sys
 import threading
@@ -47,6 +46,7 @@ import numpy as np
 from gateway.config import GatewayConfig, load_config
 from loadtest.arrivals import load_trace, trace_schedule
 from loadtest.demo_gateway import http_url, with_ports
+from loadtest.machine import describe as describe_machine
 from loadtest.plan import build_plan, load_texts, parse_mix
 from loadtest.protocols import TargetConfig
 from loadtest.records import Record
@@ -429,10 +429,7 @@ def main() -> int:
             for k in ("slo_attainment", "replica_hours", "usd")
         },
         "runs": runs,
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": describe_machine(),
         "wall_s": round(time.monotonic() - started_s, 1),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shlex
 import socket
 import statistics
@@ -53,6 +52,8 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(REPO_ROOT / "benchmarks" / "peers"))
 
 from proctree import CpuByProcess  # noqa: E402 - found through the path above
+
+from loadtest.machine import describe as describe_machine  # noqa: E402
 
 SHORT_TEXT = "Hi, my card was declined at the shop today."
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
@@ -467,7 +468,15 @@ def table(report: dict) -> str:
         rows.append(
             (f"saturation ratio, {num_texts} text(s) (goal >= {goal})", f"{ratio:.2f}")
         )
-    lines = ["| measure | value |", "|---|---|"]
+    machine = report["machine"]
+    flags = ", ".join(machine.get("matrix_flags", [])) or "no bf16/AMX"
+    lines = [
+        f"On {machine.get('cpus')} cores of "
+        f"{machine.get('cpu_model', 'an unnamed CPU')} ({flags}).",
+        "",
+        "| measure | value |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {value} |" for name, value in rows]
     lines += [
         "",
@@ -566,11 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     d_lat = direct["latency_1text"]
     report: dict[str, Any] = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": describe_machine(),
         "model": "demo-intents",
         "text": SHORT_TEXT,
         "threads": args.threads,

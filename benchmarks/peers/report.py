@@ -90,7 +90,8 @@ def _cell(value: Any, digits: int = 0) -> str:
 def render_table(result: dict[str, Any]) -> str:
     lines = [
         f"# Peers on {result['machine']['cpus']} CPU cores "
-        f"({result['machine']['cpu_model']})",
+        f"({result['machine']['cpu_model']}; "
+        f"{', '.join(result['machine'].get('matrix_flags', [])) or 'no bf16/AMX'})",
         "",
         f"Checkpoint `{result['checkpoint']}`, closed loop over HTTP, "
         f"mode {result['load']['mode']}. Command: `{result['command']}`",

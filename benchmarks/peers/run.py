@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -31,6 +29,7 @@ from report import render_table, summarize_system
 from systems import REPO_ROOT, SYSTEMS, THREADS
 from venvs import ensure_venv
 
+from loadtest.machine import describe as describe_machine
 from loadtest.plan import load_texts
 
 logger = logging.getLogger(__name__)
@@ -139,23 +138,6 @@ def run_system(name: str, spec_path: Path, work_dir: Path) -> dict[str, Any]:
     return row
 
 
-def machine() -> dict[str, Any]:
-    model = "unknown"
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo", encoding="utf-8") as meminfo:
-        mem_kib = int(meminfo.readline().split()[1])
-    return {
-        "cpu_model": model,
-        "cpus": len(os.sched_getaffinity(0)),
-        "mem_gib": round(mem_kib / 2**20, 1),
-        "python": platform.python_version(),
-    }
-
-
 def write_results(
     args: argparse.Namespace,
     checkpoint: Path,
@@ -170,7 +152,7 @@ def write_results(
         "benchmark": "peers",
         "command": " ".join(shlex.quote(a) for a in ["python", *sys.argv]),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": describe_machine(),
         "checkpoint": _shown(checkpoint),
         "num_labels": _num_labels(checkpoint),
         "load": {
