@@ -130,7 +130,10 @@ def start_serve(config: GatewayConfig) -> None:
 def build_app(config: GatewayConfig) -> Any:
     """The bound application: every replica deployment, and the ingress over them."""
     admission = config.admission
-    logging_config = {"enable_access_log": config.ingress.access_log}
+    logging_config = {
+        "enable_access_log": config.ingress.access_log,
+        "log_level": config.ingress.serve_log_level,
+    }
     handles: dict[str, dict[str, Any]] = {}
     # With autoscaling, replicas report the texts they served to the policy.
     base = counting_replica() if autoscales(config) else ClassifierReplica

@@ -173,14 +173,13 @@ class Dispatcher:
         self._metrics.in_flight.labels(cloud).set(self._in_flight_texts[cloud])
         start_s = self._clock()
         try:
-            reply = await asyncio.wait_for(
-                pool.classify(
+            # A timeout scope, not wait_for: no second task for every request.
+            async with asyncio.timeout(max(0.0, ctx.deadline_s - start_s)):
+                reply = await pool.classify(
                     request.model,
                     request.texts,
                     return_probabilities=request.return_probabilities,
-                ),
-                timeout=max(0.0, ctx.deadline_s - start_s),
-            )
+                )
         except TimeoutError:
             # A slow answer is still an observation: it took at least this long.
             self._router.on_complete(

@@ -256,3 +256,14 @@ def test_direct_ingress_ports_are_one_per_replica_and_clear_of_the_proxies() -> 
     assert direct_ingress_env(parse_config(MINIMAL)) == {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"
     }
+
+
+def test_serve_logs_warnings_only_unless_the_access_log_is_on() -> None:
+    assert parse_config(MINIMAL).ingress.serve_log_level == "WARNING"
+
+    data = with_change(("ingress",), {"access_log": True})
+    with pytest.raises(ConfigError, match="access_log needs ingress.serve_log_level"):
+        parse_config(data)
+
+    data["ingress"]["serve_log_level"] = "INFO"
+    assert parse_config(data).ingress.access_log
