@@ -13,7 +13,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -24,22 +23,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+from loadtest.machine import describe as describe_machine  # noqa: E402
 from replicas.finetune_data import accuracy, macro_f1  # noqa: E402
 
 DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "intent"
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 GOAL_TEST_ACCURACY = 0.92
 GOAL_TRAIN_S = 1200.0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def score_checkpoint(model_dir: Path, test_csv: Path) -> dict[str, float]:
@@ -117,7 +107,7 @@ def main() -> int:
         "hyperparameters": card["hyperparameters"],
         "machine": {
             "cores": len(os.sched_getaffinity(0)),
-            "cpu": _cpu_model(),
+            "cpu": describe_machine()["cpu_model"],
             "torch_threads": card["threads"],
         },
         "versions": card["versions"],

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from loadtest.arrivals import shape_schedule
+from loadtest.machine import describe as describe_machine
 from loadtest.noop_server import NoopServerProcess
 from loadtest.plan import build_plan, load_texts, parse_mix
 from loadtest.protocols import TargetConfig
@@ -250,11 +250,7 @@ def main() -> int:
             "seed": args.seed,
             "trials": args.trials,
         },
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": describe_machine(),
         "max_rps": {p: v["max_rps"] for p, v in max_rps.items()},
         "max_rps_detail": max_rps,
         "steps": rows,

@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -343,20 +342,18 @@ def _machine() -> dict:
     import torch
     import transformers
 
-    from replicas.runtime import cpu_flags
+    from loadtest.machine import describe
 
-    flags = cpu_flags()
-    model = "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+    machine = describe()
     return {
-        "cpu": model,
+        "cpu": machine["cpu_model"],
         "cores": os.cpu_count(),
-        "bf16_flags": sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"}),
-        "python": platform.python_version(),
+        "bf16_flags": [
+            f
+            for f in machine["matrix_flags"]
+            if f in ("avx512_bf16", "amx_bf16", "amx_tile")
+        ],
+        "python": machine["python"],
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
