@@ -215,8 +215,8 @@ class IngressConfig(_Frozen):
     # processes. Serve builds an access-log record for every request at INFO and
     # drops it in the handler when `access_log` is off; at WARNING the record is
     # never built (at one text a request and saturation it took about 5% of the
-    # ingress's event loop). Serve's start-up and error messages are WARNING or
-    # above where they matter; INFO brings back its progress lines.
+    # ingress's event loop; the rate moved within noise). WARNING also drops
+    # Serve's INFO progress lines (replica start and stop); INFO brings them back.
     serve_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
 
     @model_validator(mode="after")
