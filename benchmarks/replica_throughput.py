@@ -2,8 +2,9 @@
 
 One run classifies the same BANKING77 test texts at batch sizes 1, 8, 32 and 64 with
 each backend and precision, the torch ones padded (transformers' forward), packed
-(`replicas.packed_bert`, eager) and compiled (packed, through TorchScript: what
-replicas serve), measures the machine's dense
+(`replicas.packed_bert`, eager), compiled (packed, through TorchScript: what
+replicas serve) and compiled-plain (compiled without prepacked weights and attention
+groups, to show what those two give), measures the machine's dense
 matmul peak with torch in the same run, and reports sequences/s, real tokens/s,
 per-batch p50, effective GFLOP/s (real tokens only), top-label agreement with padded
 fp32 and which configuration is fastest.
@@ -21,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -34,7 +36,9 @@ RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 BATCH_SIZES = (1, 8, 32, 64)
 TORCH_DTYPES = ("fp32", "bf16", "int8")
-TORCH_FORWARDS = ("padded", "packed", "compiled")
+TORCH_FORWARDS = ("padded", "packed", "compiled-plain", "compiled")
+# compiled-plain: the compiled forward without its two tunings (weights prepacked
+# for oneDNN, attention in groups of sequences of similar length)
 VLLM_DTYPES = ("fp32", "bf16")
 BANKING77_NUM_LABELS = 77
 # Labels and speed-ups are relative to transformers' own forward in fp32.
@@ -61,9 +65,12 @@ def main() -> int:
         for forward in TORCH_FORWARDS
     }
     best: dict[tuple[str, str, int], dict] = {}
-    for _ in range(args.rounds):
+    for round_index in range(args.rounds):
+        # Each round the texts in a new order, as a server's batches come: every
+        # batch a new mix of lengths, not the shapes of a round before.
+        shuffled = round_order(texts, round_index)
         for (dtype, forward), runtime in runtimes.items():
-            for row in measure(runtime, texts, BATCH_SIZES):
+            for row in measure(runtime, shuffled, BATCH_SIZES, forward):
                 key = (dtype, forward, row["batch_size"])
                 if key not in best or row["seq_per_s"] > best[key]["seq_per_s"]:
                     best[key] = row
@@ -102,7 +109,8 @@ def main() -> int:
         "command": "python benchmarks/replica_throughput.py " + " ".join(sys.argv[1:]),
         "checkpoint": _shown(checkpoint),
         "checkpoint_kind": checkpoint_kind,
-        "texts": f"banking77_test.csv, first {len(texts)} rows",
+        "texts": f"banking77_test.csv, first {len(texts)} rows, "
+        "shuffled anew each round",
         "threads": threads,
         "machine": _machine(),
         "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
@@ -121,6 +129,13 @@ def load_texts(limit: int) -> list[str]:
         return [row["text"] for row in csv.DictReader(handle)][:limit]
 
 
+def round_order(texts: list[str], round_index: int) -> list[str]:
+    """The texts in this round's own order (a fixed seed per round)."""
+    shuffled = list(texts)
+    random.Random(round_index).shuffle(shuffled)
+    return shuffled
+
+
 def pick_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     """models/banking77, else models/demo-intents, else an untrained 77-label head."""
     if explicit is not None:
@@ -134,7 +149,9 @@ def pick_checkpoint(explicit: Path | None) -> tuple[Path, str]:
     return _untrained_head(), "base MiniLM with an untrained 77-label head (same cost)"
 
 
-def measure(runtime, texts: list[str], batch_sizes) -> list[dict]:
+def measure(
+    runtime, texts: list[str], batch_sizes, forward: str | None = None
+) -> list[dict]:
     """Per batch size: classify all texts in batches of that size, timing each."""
     rows = []
     for batch_size in batch_sizes:
@@ -153,7 +170,7 @@ def measure(runtime, texts: list[str], batch_sizes) -> list[dict]:
         row = {
             "backend": runtime.backend,
             "dtype": runtime.dtype,
-            "forward": _forward(runtime),
+            "forward": forward or _forward(runtime),
             "batch_size": batch_size,
             "seq_per_s": round(len(texts) / total_s, 1),
             "tokens_per_s": round(num_tokens / total_s, 1),
@@ -273,8 +290,8 @@ def _vllm_worker(args) -> int:
         args.checkpoint, backend="vllm", precision=args.dtype, num_threads=args.threads
     )
     best: dict[int, dict] = {}
-    for _ in range(args.rounds):
-        for row in measure(runtime, texts, BATCH_SIZES):
+    for round_index in range(args.rounds):
+        for row in measure(runtime, round_order(texts, round_index), BATCH_SIZES):
             b = row["batch_size"]
             if b not in best or row["seq_per_s"] > best[b]["seq_per_s"]:
                 best[b] = row
@@ -297,17 +314,21 @@ def _name(row: dict) -> str:
 def _load(
     backend: str, dtype: str, checkpoint: Path, threads: int, forward: str = "packed"
 ):
+    from replicas.packed_bert import ATTENTION_GROUP
     from replicas.runtime import load_runtime
 
+    plain = forward == "compiled-plain"
     runtime = load_runtime(
         checkpoint,
         backend=backend,
         precision=dtype,
         num_threads=threads,
         packing=forward != "padded",
-        compiled=forward == "compiled",
+        compiled=forward.startswith("compiled"),
+        prepack_weights=not plain,
+        attention_group=None if plain else ATTENTION_GROUP,
     )
-    if backend == "torch" and _forward(runtime) != forward:
+    if backend == "torch" and _forward(runtime) != forward.removesuffix("-plain"):
         sys.exit(f"asked for {forward}, the runtime loaded {_forward(runtime)}")
     return runtime
 

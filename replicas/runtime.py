@@ -24,6 +24,7 @@ from gateway.errors import CheckpointError, ConfigError
 from replicas.checkpoint import Checkpoint, inspect_checkpoint
 from replicas.encoding import EncodedText, TextEncoder, length_sorted_batches
 from replicas.packed_bert import (
+    ATTENTION_GROUP,
     PackedBertClassifier,
     script_packed,
     unsupported_reason,
@@ -69,8 +70,12 @@ class ClassifierRuntime:
         num_threads: int | None = None,
         packing: bool = True,
         compiled: bool = True,
+        prepack_weights: bool = True,
+        attention_group: int | None = ATTENTION_GROUP,
     ) -> None:
         self._setup_common(checkpoint, num_threads)
+        self._prepack_weights = prepack_weights
+        self._attention_group = attention_group
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         model = _load_torch_model(checkpoint, self.dtype)
@@ -86,11 +91,13 @@ class ClassifierRuntime:
             self._forward = script_packed(self._model)
         logger.info(
             "event=runtime_loaded backend=torch model=%s device=%s dtype=%s "
-            "packed=%s scripted=%s threads=%d labels=%d max_length_tokens=%d",
+            "packed=%s prepacked=%s scripted=%s threads=%d labels=%d "
+            "max_length_tokens=%d",
             self.model_name,
             self.device,
             self.dtype,
             self.packed,
+            self.prepacked,
             self.scripted,
             self.num_threads,
             len(self.labels),
@@ -141,6 +148,9 @@ class ClassifierRuntime:
         attention = 4.0 * self._num_layers * num_tokens**2 * self._hidden_size
         return dense + attention
 
+    prepacked = False
+    """Whether the packed forward's weights are in oneDNN's layout (`prepack`)."""
+
     @property
     def packed(self) -> bool:
         """Whether batches run without padding (`replicas.packed_bert`)."""
@@ -181,18 +191,28 @@ class ClassifierRuntime:
     def _packed_logits(
         self, model: torch.nn.Module, items: Sequence[EncodedText]
     ) -> torch.Tensor:
+        # In length order, so that each attention group pads to near its own
+        # lengths (PackedBertClassifier.forward); rows come back in item order.
+        order = sorted(range(len(items)), key=lambda i: items[i].num_tokens)
         input_ids = torch.tensor(
-            [token for item in items for token in item.input_ids], device=self.device
+            [token for i in order for token in items[i].input_ids], device=self.device
         )
-        lengths = torch.tensor([item.num_tokens for item in items], device=self.device)
-        return model(input_ids, lengths)
+        lengths = torch.tensor([items[i].num_tokens for i in order], device=self.device)
+        logits = model(input_ids, lengths)
+        if order == list(range(len(order))):
+            return logits
+        return logits[torch.argsort(torch.tensor(order, device=self.device))]
 
     def _packed_if_equal(self, model: torch.nn.Module) -> torch.nn.Module:
         """The packed form of `model` when it has one and agrees with the padded
         forward on a probe batch of unequal lengths; else `model` unchanged."""
         reason = unsupported_reason(model)
         if reason is None:
-            packed = PackedBertClassifier(model).eval()
+            packed = PackedBertClassifier(model, self._attention_group).eval()
+            # int8 quantises the plain Linears instead
+            prepacked = (
+                self._prepack_weights and self.dtype != "int8" and packed.prepack()
+            )
             probe = self._encoder.encode(list(_PACKING_PROBE))
             with torch.inference_mode():
                 expected = self._padded_logits(model, probe).float()
@@ -202,6 +222,7 @@ class ClassifierRuntime:
             )
             error = float((expected - found).abs().max())
             if error <= tolerance:
+                self.prepacked = prepacked
                 return packed
             reason = f"packed logits differ by {error:.3g} (allowed {tolerance:.3g})"
         logger.info("event=runtime_padded model=%s reason=%s", self.model_name, reason)
@@ -229,12 +250,15 @@ def load_runtime(
     num_threads: int | None = None,
     packing: bool = True,
     compiled: bool = True,
+    prepack_weights: bool = True,
+    attention_group: int | None = ATTENTION_GROUP,
 ) -> ClassifierRuntime:
     """Validates the checkpoint and loads it on the chosen backend.
 
     `packing` lets the torch backend run BERT batches without padding, and
-    `compiled` runs those through TorchScript (vLLM schedules its own batches and
-    ignores both).
+    `compiled` runs those through TorchScript; `prepack_weights` and
+    `attention_group` tune the packed forward (`PackedBertClassifier`; None: one
+    attention group per batch). vLLM schedules its own batches and ignores them all.
 
     Raises:
         CheckpointError: the directory is missing, incomplete or not a classifier.
@@ -259,6 +283,8 @@ def load_runtime(
         num_threads=num_threads,
         packing=packing,
         compiled=compiled,
+        prepack_weights=prepack_weights,
+        attention_group=attention_group,
     )
 
 

@@ -13,8 +13,14 @@ from transformers import (
 )
 
 import replicas.runtime as runtime_module
-from replicas.packed_bert import PackedBertClassifier, _attention, unsupported_reason
-from replicas.runtime import load_runtime
+from replicas.packed_bert import (
+    PackedBertClassifier,
+    _attention,
+    _PrepackedLinear,
+    _row_bucket,
+    unsupported_reason,
+)
+from replicas.runtime import bf16_supported, load_runtime
 
 TEXTS = [
     "where is my card",
@@ -73,6 +79,50 @@ def test_the_compiled_forward_equals_the_eager_packed_one(demo_model_dir, precis
             eager = runtime._packed_logits(runtime._model, items)
             compiled = runtime._packed_logits(runtime._forward, items)
         torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("group", [1, 2, 3, None], ids=lambda g: f"group={g}")
+def test_attention_groups_give_the_padded_logits_in_any_text_order(
+    demo_runtimes, demo_model_dir, group
+):
+    padded, _ = demo_runtimes
+    grouped = load_runtime(demo_model_dir, precision="fp32", attention_group=group)
+    # unequal lengths out of order, and a run of equal lengths (a group unpadded)
+    texts = TEXTS[::-1] + TEXTS + ["same length one", "same length two"] * 2
+    expected = _logits(padded, texts)
+    items = grouped._encoder.encode(texts)
+    with torch.inference_mode(), torch.jit.optimized_execution(False):
+        for model in (grouped._model, grouped._forward):
+            found = grouped._packed_logits(model, items)
+            torch.testing.assert_close(found, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_weights_are_prepacked_unless_int8_or_switched_off(demo_model_dir):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    fp32 = load_runtime(demo_model_dir, precision="fp32")
+    assert fp32.prepacked
+    layer = fp32._model.layers[0]
+    for module in (layer.qkv, layer.intermediate, layer.output.dense):
+        assert isinstance(module, _PrepackedLinear)
+    assert layer.intermediate.post_op == "gelu"
+    plain = load_runtime(demo_model_dir, precision="fp32", prepack_weights=False)
+    assert plain.packed and not plain.prepacked
+    assert type(plain._model.layers[0].qkv) is torch.nn.Linear
+    assert not load_runtime(demo_model_dir, precision="int8").prepacked
+
+
+def test_prepacked_bf16_predicts_like_fp32(demo_model_dir, demo_test_texts):
+    if not bf16_supported("cpu"):
+        pytest.skip("this CPU has no native bf16")
+    bf16 = load_runtime(demo_model_dir, precision="bf16")
+    reference = load_runtime(demo_model_dir, precision="fp32", packing=False)
+    assert bf16.prepacked and bf16.scripted
+    texts = [text for text, _ in demo_test_texts]
+    got = [p.label for p in bf16.classify(texts)]
+    want = [p.label for p in reference.classify(texts)]
+    agreement = sum(a == b for a, b in zip(got, want, strict=True)) / len(want)
+    assert agreement >= 0.98
 
 
 def test_padded_models_are_not_compiled_and_compiling_can_be_switched_off(
@@ -161,3 +211,12 @@ def test_matrix_product_attention_equals_the_fused_kernel():
         _attention(q, k, v, None),
         torch.nn.functional.scaled_dot_product_attention(q, k, v),
     )
+
+
+def test_row_buckets_are_few_and_waste_little():
+    buckets = {_row_bucket(tokens) for tokens in range(1, 8193)}
+    assert len(buckets) == 96
+    for tokens in (1, 16, 17, 256, 257, 1000, 8192):
+        rows = _row_bucket(tokens)
+        assert rows >= tokens and rows % 16 == 0
+        assert rows - tokens < 16 or rows <= tokens * 17 / 16
