@@ -16,6 +16,7 @@ import replicas.runtime as runtime_module
 from replicas.packed_bert import (
     PackedBertClassifier,
     _attention,
+    _mkldnn_bf16,
     _PrepackedLinear,
     _row_bucket,
     unsupported_reason,
@@ -112,12 +113,13 @@ def test_cpu_weights_are_prepacked_unless_int8_or_switched_off(demo_model_dir):
     assert not load_runtime(demo_model_dir, precision="int8").prepacked
 
 
-def test_prepacked_bf16_predicts_like_fp32(demo_model_dir, demo_test_texts):
+def test_bf16_predicts_like_fp32(demo_model_dir, demo_test_texts):
     if not bf16_supported("cpu"):
         pytest.skip("this CPU has no native bf16")
     bf16 = load_runtime(demo_model_dir, precision="bf16")
     reference = load_runtime(demo_model_dir, precision="fp32", packing=False)
-    assert bf16.prepacked and bf16.scripted
+    assert bf16.scripted
+    assert bf16.prepacked == (torch.backends.mkldnn.is_available() and _mkldnn_bf16())
     texts = [text for text, _ in demo_test_texts]
     got = [p.label for p in bf16.classify(texts)]
     want = [p.label for p in reference.classify(texts)]
