@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     started_s = time.monotonic()
-    model_dir = ensure_demo_model(DEMO_MODEL_DIR, progress=True)
+    # progress bars only for a person watching, not into a log file
+    model_dir = ensure_demo_model(DEMO_MODEL_DIR, progress=sys.stderr.isatty())
     print(f"demo: model {model_dir} ready in {time.monotonic() - started_s:.1f} s")
     demo, records, scrapes, metrics_text = _run_gateway(args, config, duration_s)
 
