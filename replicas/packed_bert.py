@@ -282,10 +282,10 @@ class _PrepackedLinear(nn.Module):
     A plain bf16 Linear hands oneDNN a row-major weight that it reorders on
     each call (a 200x384 by 384x1152 product: 175 us plain, 81 us prepacked,
     2 threads, AMX). Together with the attention groups and row buckets the
-    compiled bf16 BANKING77 forward ran 1.40x (one text) to 1.78x (32 texts) the
+    compiled bf16 BANKING77 forward ran 1.40x (one text) to 2.04x (32 texts) the
     forward without them (benchmarks/results/replica_throughput.md,
     compiled against compiled-plain, Intel Xeon with AMX, 2 threads); int8,
-    which keeps its quantised Linears, 1.00-1.16x; fp32 0.98-1.22x."""
+    which keeps its quantised Linears, 1.02-1.35x; fp32 1.00-1.19x."""
 
     def __init__(
         self, linear: nn.Module, post_op: str = "none", algorithm: str = ""
