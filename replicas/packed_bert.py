@@ -43,8 +43,9 @@ _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 # Sequences per attention group (PackedBertClassifier.forward).
 ATTENTION_GROUP = 16
 _ONE_GROUP = 1 << 30
-# 16 texts x 12 heads, bf16 scores, softmax to fp32 on one thread: 579 us at 14
-# columns, 57 us at 16 (one vector of 16 floats a row).
+# Attention rows of a group are padded (masked) to at least this width: torch's CPU
+# softmax with fp32 output takes a slow path below 16 columns (16 texts x 12 heads,
+# bf16 scores, one thread: 579 us at 14 columns, 57 us at 16).
 _MIN_ATTENTION_WIDTH = 16
 
 
@@ -83,9 +84,7 @@ class PackedBertClassifier(nn.Module):
         # None: the whole batch is one group (an int for TorchScript's sake)
         self.attention_group = attention_group or _ONE_GROUP
         self.row_buckets = False  # set by prepack
-        # Narrower attention rows are padded (masked) to this width: torch's CPU
-        # softmax with fp32 output takes a slow path below 16 columns.
-        self.min_attention_width = _MIN_ATTENTION_WIDTH
+        self.min_attention_width = _MIN_ATTENTION_WIDTH  # narrower ones are masked
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"cannot pack this model: {reason}")
@@ -158,9 +157,9 @@ class PackedBertClassifier(nn.Module):
         )
         x = self.embedding_norm(x)
         if self.row_buckets:
-            rows = _row_bucket(tokens)
-            if rows > tokens:  # zero rows, never attended to nor read out
-                x = F.pad(x, (0, 0, 0, rows - tokens))
+            bucket = _row_bucket(tokens)
+            if bucket > tokens:  # zero rows, never attended to nor read out
+                x = F.pad(x, (0, 0, 0, bucket - tokens))
 
         sizes: list[int] = lengths.tolist()
         groups: list[_AttentionGroup] = []

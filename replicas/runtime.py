@@ -74,13 +74,11 @@ class ClassifierRuntime:
         attention_group: int | None = ATTENTION_GROUP,
     ) -> None:
         self._setup_common(checkpoint, num_threads)
-        self._prepack_weights = prepack_weights
-        self._attention_group = attention_group
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         model = _load_torch_model(checkpoint, self.dtype)
         if packing:
-            model = self._packed_if_equal(model)
+            model = self._packed_if_equal(model, attention_group, prepack_weights)
         if self.dtype == "int8":
             model = _quantize_int8(model)
         self._model = model.to(self.device)
@@ -203,16 +201,19 @@ class ClassifierRuntime:
             return logits
         return logits[torch.argsort(torch.tensor(order, device=self.device))]
 
-    def _packed_if_equal(self, model: torch.nn.Module) -> torch.nn.Module:
+    def _packed_if_equal(
+        self,
+        model: torch.nn.Module,
+        attention_group: int | None,
+        prepack_weights: bool,
+    ) -> torch.nn.Module:
         """The packed form of `model` when it has one and agrees with the padded
         forward on a probe batch of unequal lengths; else `model` unchanged."""
         reason = unsupported_reason(model)
         if reason is None:
-            packed = PackedBertClassifier(model, self._attention_group).eval()
+            packed = PackedBertClassifier(model, attention_group).eval()
             # int8 quantises the plain Linears instead
-            prepacked = (
-                self._prepack_weights and self.dtype != "int8" and packed.prepack()
-            )
+            prepacked = prepack_weights and self.dtype != "int8" and packed.prepack()
             probe = self._encoder.encode(list(_PACKING_PROBE))
             with torch.inference_mode():
                 expected = self._padded_logits(model, probe).float()
