@@ -183,7 +183,12 @@ class PackedBertClassifier(nn.Module):
                     device=device,
                 )
                 bias[padded_index] = 0.0
-                key_bias = bias.view(last - first, 1, 1, width)
+                # One row per (sequence, head): baddbmm adds it to every query.
+                key_bias = (
+                    bias.view(last - first, 1, 1, width)
+                    .expand(last - first, self.num_heads, 1, width)
+                    .reshape((last - first) * self.num_heads, 1, width)
+                )
             groups.append((row, rows, last - first, width, padded_index, key_bias))
             row += rows
         for layer in self.layers:
@@ -193,7 +198,7 @@ class PackedBertClassifier(nn.Module):
 
 # One attention group: (first packed row, rows, sequences, padded width, packed row
 # -> row of the padded `[sequences * width]` view or None when they are the same,
-# key bias `[sequences, 1, 1, width]` or None).
+# key bias `[sequences * heads, 1, width]` or None).
 _AttentionGroup = tuple[int, int, int, int, torch.Tensor | None, torch.Tensor | None]
 
 
@@ -208,6 +213,13 @@ class _PackedLayer(nn.Module):
         self.heads = heads
         self.head_dim = head_dim
         self.qkv = _fused_linear(attention.query, attention.key, attention.value)
+        # Queries come out already divided by sqrt(head_dim), the scale of the
+        # attention scores, which then need no multiply of their own.
+        with torch.no_grad():
+            for param in (self.qkv.weight, self.qkv.bias):
+                if param is not None:
+                    query = param[: heads * head_dim]
+                    query.copy_(query.float() * head_dim**-0.5)
         self.attention_output = _DenseAddNorm(
             layer.attention.output.dense, layer.attention.output.LayerNorm
         )
@@ -248,7 +260,7 @@ class _PackedLayer(nn.Module):
         context = _attention(views[0], views[1], views[2], key_bias)
         context = context.transpose(1, 2).reshape(batch * width, -1)
         if padded_index is not None:
-            context = context[padded_index]
+            context = context.index_select(0, padded_index)
         return context
 
 
@@ -281,10 +293,10 @@ class _PrepackedLinear(nn.Module):
     A plain bf16 Linear hands oneDNN a row-major weight that it reorders on
     each call (a 200x384 by 384x1152 product: 175 us plain, 81 us prepacked,
     2 threads, AMX). Together with the attention groups and row buckets the
-    compiled bf16 BANKING77 forward ran 1.40x (one text) to 2.04x (32 texts) the
+    compiled bf16 BANKING77 forward ran 1.43x (one text) to 2.14x (32 texts) the
     forward without them (benchmarks/results/replica_throughput.md,
     compiled against compiled-plain, Intel Xeon with AMX, 2 threads); int8,
-    which keeps its quantised Linears, 1.02-1.35x; fp32 1.00-1.19x."""
+    which keeps its quantised Linears, 0.97-1.42x; fp32 1.01-1.25x."""
 
     def __init__(
         self, linear: nn.Module, post_op: str = "none", algorithm: str = ""
@@ -343,21 +355,29 @@ class _Pooler(nn.Module):
 def _attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(head_dim) + key_bias) v over `[batch, heads, width, dim]`.
+    """softmax(q k^T + key_bias) v over `[batch, heads, width, dim]`, with q
+    already scaled and `key_bias` `[batch * heads, 1, width]`.
 
     On GPUs, and for a single text, torch's fused kernel. For a batch on a CPU,
-    plain matrix products: the fused CPU kernel measured 2.5x slower than them for
+    batched matrix products, the first adding the key bias as it multiplies
+    (baddbmm): the fused CPU kernel measured 2.5x slower than plain products for
     BERT-small shapes (32 texts of 25 tokens, 12 heads of 32; 1.3 against 0.5 ms a
     layer on 2 threads), where it was a third of the whole forward pass; for one
     text it was the faster (356 against 328 texts/s, int8).
     """
-    if q.is_cuda or q.shape[0] == 1:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (float(q.shape[-1]) ** -0.5)
-    if key_bias is not None:
-        scores = scores + key_bias
+    batch, heads, width, dim = q.shape
+    if q.is_cuda or batch == 1:
+        mask = None if key_bias is None else key_bias.view(batch, heads, 1, width)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    q = q.reshape(batch * heads, width, dim)
+    k = k.reshape(batch * heads, width, dim).transpose(1, 2)
+    if key_bias is None:
+        scores = torch.bmm(q, k)
+    else:
+        scores = torch.baddbmm(key_bias, q, k)
     weights = scores.softmax(-1, dtype=torch.float32).to(v.dtype)
-    return torch.matmul(weights, v)
+    context = torch.bmm(weights, v.reshape(batch * heads, width, dim))
+    return context.view(batch, heads, width, dim)
 
 
 def script_packed(model: PackedBertClassifier) -> nn.Module:

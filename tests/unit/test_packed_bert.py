@@ -198,20 +198,30 @@ def test_other_architectures_are_not_packed():
 
 
 def test_matrix_product_attention_equals_the_fused_kernel():
+    # `_attention` takes queries already scaled by 1/sqrt(dim) (the packed layer
+    # folds the scale into their weights) and one key-bias row per (text, head).
     torch.manual_seed(0)
     q, k, v = torch.randn(3, 4, 2, 7, 8).unbind(0)  # [batch, heads, width, dim]
     lengths = torch.tensor([7, 3, 5, 1])
     real = torch.arange(7)[None, :] < lengths[:, None]
-    bias = torch.zeros(4, 1, 1, 7).masked_fill(
-        ~real[:, None, None, :], torch.finfo(torch.float32).min
+    bias = (
+        torch.zeros(4, 1, 1, 7)
+        .masked_fill(~real[:, None, None, :], torch.finfo(torch.float32).min)
+        .expand(4, 2, 1, 7)
+        .reshape(8, 1, 7)
     )
     expected = torch.nn.functional.scaled_dot_product_attention(
         q, k, v, attn_mask=real[:, None, None, :]
     )
-    torch.testing.assert_close(_attention(q, k, v, bias), expected)
+    scaled = q * 8**-0.5
+    torch.testing.assert_close(_attention(scaled, k, v, bias), expected)
     torch.testing.assert_close(
-        _attention(q, k, v, None),
+        _attention(scaled, k, v, None),
         torch.nn.functional.scaled_dot_product_attention(q, k, v),
+    )
+    # One text: the fused kernel, told the scale is already applied.
+    torch.testing.assert_close(
+        _attention(scaled[:1], k[:1], v[:1], bias[:2]), expected[:1]
     )
 
 
