@@ -6,10 +6,11 @@ dense layers are nearly all of a short text's FLOPs. Here the dense layers (fuse
 query/key/value, attention output, feed-forward) run on a `[tokens, hidden]` matrix
 of real tokens only; attention, the one step that mixes tokens within a text,
 scatters query, key and value into a padded `[batch, heads, length, head_dim]` view,
-masks the pad keys, and gathers the real rows back. It does so per group of 16
+masks the pad keys, and gathers the real rows back. It does so per group of 8
 sequences, which the runtime hands over in length order, each group padded to its
-own longest: for batches of 64 shuffled BANKING77 test texts one padded view holds
-9.0x the attention work of the real tokens, groups of 16 hold 2.7x.
+own longest (at least 16): for batches of 64 shuffled BANKING77 test texts one
+padded view holds 9.0x the attention work of the real tokens, groups of 16 hold
+2.9x and groups of 8 2.0x.
 
 On CPUs `prepack` also puts the dense weights in oneDNN's blocked layout once
 (fp32, bf16) and pads the token rows to a few fixed counts, so that oneDNN's
@@ -40,8 +41,10 @@ logger = logging.getLogger(__name__)
 _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 
-# Sequences per attention group (PackedBertClassifier.forward).
-ATTENTION_GROUP = 16
+# Sequences per attention group (PackedBertClassifier.forward). One thread, bf16,
+# shuffled BANKING77 texts: 8 against 16 ran 1.09x at 16 texts a batch, 1.02x at
+# 64 and 1.05x at 128; 4 and 32 were slower than 8.
+ATTENTION_GROUP = 8
 _ONE_GROUP = 1 << 30
 # Attention rows of a group are padded (masked) to at least this width: torch's CPU
 # softmax with fp32 output takes a slow path below 16 columns (16 texts x 12 heads,
