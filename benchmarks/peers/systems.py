@@ -297,13 +297,22 @@ def _vllm(name: str, dtype: str) -> VllmSystem:
     )
 
 
-def _admission_fraction() -> str:
-    """The admission share of the SLO set in gateway.yaml, for the settings text."""
+def _gateway_yaml() -> dict:
     import yaml
 
     text = (PEERS_DIR / "gateway.yaml").read_text(encoding="utf-8")
-    admission = yaml.safe_load(text).get("admission") or {}
+    return yaml.safe_load(text)
+
+
+def _admission_fraction() -> str:
+    """The admission share of the SLO set in gateway.yaml, for the settings text."""
+    admission = _gateway_yaml().get("admission") or {}
     return str(admission.get("max_predicted_wait_slo_fraction", "the default share"))
+
+
+def _max_batch_texts() -> int:
+    """The model's batch limit in gateway.yaml, for the settings text."""
+    return int(_gateway_yaml()["models"][0]["max_batch_size"])
 
 
 def _gateway(name: str, precision: str, dtype: str) -> GatewaySystem:
@@ -321,7 +330,7 @@ def _gateway(name: str, precision: str, dtype: str) -> GatewaySystem:
             "precision": precision,
             "dtype": f"{dtype}, packed batches (no padding)",
             "batching": "the ingress merges queued requests into batches of "
-            "up to 32 texts, no batch wait",
+            f"up to {_max_batch_texts()} texts, no batch wait",
             "admission": "SLO 500 ms p99; refuses a request predicted to finish "
             f"past {_admission_fraction()} of it: 503 / UNAVAILABLE with Retry-After",
             "route": "POST /v2/models/{model}/infer (OIP v2), gRPC ModelInfer",
