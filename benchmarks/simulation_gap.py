@@ -74,10 +74,7 @@ def hindsight_counts(
             best = (math.inf, "", 0)
             for pool in scenario.deployments[metro]:
                 region = regions[scenario.base_of[pool.name]]
-                if any(
-                    o.region == region and o.start_s < end_s and start_s < o.end_s
-                    for o in scenario.outages
-                ):
+                if scenario.region_down(region, start_s, end_s):
                     continue
                 table = tables.setdefault(pool.name, [0.0])
                 count = 0

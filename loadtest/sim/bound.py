@@ -119,12 +119,7 @@ def _available(scenario: Scenario, bases: list[str], start_s: float, end_s: floa
     regions = {c.name: c.region for c in scenario.clouds}
     return np.array(
         [
-            0.0
-            if any(
-                o.region == regions[b] and o.start_s < end_s and start_s < o.end_s
-                for o in scenario.outages
-            )
-            else 1.0
+            0.0 if scenario.region_down(regions[b], start_s, end_s) else 1.0
             for b in bases
         ]
     )

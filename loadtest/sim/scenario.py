@@ -96,6 +96,13 @@ class Scenario:
     def curve(self, pool: str) -> ServiceCurve:
         return self.curves[self.base_of[pool]]
 
+    def region_down(self, region: str, start_s: float, end_s: float) -> bool:
+        """Whether an outage of `region` overlaps [start_s, end_s)."""
+        return any(
+            o.region == region and o.start_s < end_s and start_s < o.end_s
+            for o in self.outages
+        )
+
     def wait_limit_s(self, pool: str, admission_slo_fraction: float | None) -> float:
         """How long a request may queue at `pool` before it is given up.
 
