@@ -443,9 +443,11 @@ def scaling_options(config: GatewayConfig, model: str, cloud: str) -> dict[str, 
         # The baseline: Serve's queue-length policy, with our delays and our
         # metrics' freshness for fairness.
         settings = autoscaler_settings(config)
+        target = config.ray_target_ongoing_requests
         return {
             "autoscaling_config": AutoscalingConfig(
                 **bounds,
+                **({} if target is None else {"target_ongoing_requests": target}),
                 upscale_delay_s=settings.upscale_delay_s,
                 downscale_delay_s=settings.downscale_delay_s,
                 metrics_interval_s=METRICS_PUSH_INTERVAL_S,

@@ -245,6 +245,11 @@ class GatewayConfig(_Frozen):
     # "bertgw" (router.autoscaler through gateway/autoscaling.py) or "ray_default"
     # (Serve's own queue-length policy, the baseline it is compared with).
     autoscaling_policy: Literal["bertgw", "ray_default"] = "bertgw"
+    # With "ray_default": the requests in flight per replica that Serve's policy
+    # aims for (its `target_ongoing_requests`); None keeps Serve's default (2).
+    # The ingress keeps at most two calls in flight per replica (each call a
+    # coalesced batch), so a target of 2 or more never scales up.
+    ray_target_ongoing_requests: float | None = Field(default=None, gt=0)
     http: HttpConfig = HttpConfig()
     grpc: GrpcConfig = GrpcConfig()
     metrics: MetricsConfig = MetricsConfig()

@@ -294,6 +294,11 @@ def test_ray_default_baseline_uses_serves_policy_with_our_delays(
         ours.metrics_interval_s,
         ours.look_back_period_s,
     )
+    # Serve's own target unless the config names one.
+    assert scaled.target_ongoing_requests == 2
+    tuned = baseline.model_copy(update={"ray_target_ongoing_requests": 0.75})
+    tuned_scaled = scaling_options(tuned, "demo", "cheap")["autoscaling_config"]
+    assert tuned_scaled.target_ongoing_requests == 0.75
 
 
 def test_published_status_sets_gauges_for_known_clouds_only() -> None:
