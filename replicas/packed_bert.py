@@ -43,7 +43,8 @@ _ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 
 # Sequences per attention group (PackedBertClassifier.forward). One thread, bf16,
 # shuffled BANKING77 texts: 8 against 16 ran 1.09x at 16 texts a batch, 1.02x at
-# 64 and 1.05x at 128; 4 and 32 were slower than 8.
+# 64 and 1.05x at 128; 4 and 32 were slower than 8. Two threads, compiled, whole
+# classify calls: 0.97x at 8 texts, 1.09x at 32, 1.14x at 64.
 ATTENTION_GROUP = 8
 _ONE_GROUP = 1 << 30
 # Attention rows of a group are padded (masked) to at least this width: torch's CPU
@@ -296,10 +297,10 @@ class _PrepackedLinear(nn.Module):
     A plain bf16 Linear hands oneDNN a row-major weight that it reorders on
     each call (a 200x384 by 384x1152 product: 175 us plain, 81 us prepacked,
     2 threads, AMX). Together with the attention groups and row buckets the
-    compiled bf16 BANKING77 forward ran 1.43x (one text) to 2.14x (32 texts) the
+    compiled bf16 BANKING77 forward ran 1.39x (one text) to 2.05x (64 texts) the
     forward without them (benchmarks/results/replica_throughput.md,
     compiled against compiled-plain, Intel Xeon with AMX, 2 threads); int8,
-    which keeps its quantised Linears, 0.97-1.42x; fp32 1.01-1.25x."""
+    which keeps its quantised Linears, 0.96-1.37x; fp32 1.00-1.23x."""
 
     def __init__(
         self, linear: nn.Module, post_op: str = "none", algorithm: str = ""
