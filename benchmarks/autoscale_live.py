@@ -109,6 +109,12 @@ def parse_args() -> argparse.Namespace:
         help="extra runs of Serve's policy with these target_ongoing_requests "
         "(comma list; empty for none)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only this label (repeat): bertgw, ray_default, ray_default_target_T",
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", default=str(RESULTS / "autoscale_live.json"))
     parser.add_argument("--render-only", action="store_true")
@@ -218,11 +224,12 @@ def integrate(samples: list[dict[str, Any]], prefix: str) -> float:
 def arms(args: argparse.Namespace) -> list[tuple[str, str, float | None]]:
     """(label, autoscaling_policy, target_ongoing_requests) of each run, in order."""
     targets = [float(t) for t in args.ray_targets.split(",") if t.strip()]
-    return [
+    every = [
         ("bertgw", "bertgw", None),
         ("ray_default", "ray_default", None),
         *((f"ray_default_target_{t:g}", "ray_default", t) for t in targets),
     ]
+    return [arm for arm in every if not args.only or arm[0] in args.only]
 
 
 def run_policy(
@@ -451,13 +458,13 @@ def main() -> int:
             "targets as a user tuning it would"
         ),
         "schedule_offsets_s": [round(float(t), 4) for t in offsets_s],
-        "ours": {
-            k: by_policy["bertgw"][k]
-            for k in ("slo_attainment", "replica_hours", "usd")
-        },
-        "ray_default": {
-            k: by_policy["ray_default"][k]
-            for k in ("slo_attainment", "replica_hours", "usd")
+        **{
+            key: {
+                k: by_policy[label][k]
+                for k in ("slo_attainment", "replica_hours", "usd")
+            }
+            for key, label in (("ours", "bertgw"), ("ray_default", "ray_default"))
+            if label in by_policy
         },
         "ray_default_tuned": {
             run["policy"]: {

@@ -106,9 +106,10 @@ def test_a_handful_of_requests_a_slot_is_not_taken_for_a_peak(monkeypatch):
             tracker.close_slot(_poisson(rng, mean_per_slot) / 2.0, rate)
         return tracker.upper_rps(0.0, rate, 0.0) / rate
 
-    # Windows of four slots (~32 requests): the margin is the spread of the rate's
-    # estimate, ~1.4x.
-    assert upper_after_constant_traffic(8.0) < 1.45
+    # Windows of the whole horizon (~40 requests, fewer than MIN_PEAK_REQUESTS):
+    # the margin is the spread of the rate's estimate, ~1.25x (1.42x when windows
+    # needed only 25 requests).
+    assert upper_after_constant_traffic(8.0) < 1.3
     # Hundreds of requests a slot: single slots, as before, and little noise.
     assert upper_after_constant_traffic(800.0) < 1.1
     # The highest single slot would have asked for ~1.75x.
