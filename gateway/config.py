@@ -30,10 +30,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 from router.cloud import CloudSpec
+from router.policies import POLICY_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -256,6 +264,15 @@ class GatewayConfig(_Frozen):
     auth: AuthConfig = AuthConfig()
     admission: AdmissionConfig = AdmissionConfig()
     ingress: IngressConfig = IngressConfig()
+
+    @field_validator("routing_policy")
+    @classmethod
+    def _known_policy(cls, name: str) -> str:
+        if name not in POLICY_NAMES:
+            raise ValueError(
+                f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}"
+            )
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> GatewayConfig:

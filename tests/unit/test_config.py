@@ -148,6 +148,14 @@ def test_unknown_router_field_is_rejected_with_the_known_ones() -> None:
         parse_config(with_change(("router",), {"slo_budget": 3}))
 
 
+def test_unknown_routing_policy_is_rejected_with_the_known_ones() -> None:
+    data = copy.deepcopy(MINIMAL)
+    data["routing_policy"] = "fastest"
+
+    with pytest.raises(ConfigError, match=r"routing_policy.*'fastest'.*slo_cost"):
+        parse_config(data)
+
+
 def test_router_slo_is_taken_from_the_slo_block_only() -> None:
     with pytest.raises(ConfigError, match="set slo.latency_ms instead"):
         parse_config(with_change(("router",), {"slo_ms": 100}))
