@@ -50,6 +50,16 @@ class ModelNotFound(GatewayError):
         self.model = model
 
 
+class VersionNotFound(GatewayError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+
+    def __init__(self, model: str, version: str, known: list[str]) -> None:
+        super().__init__(
+            f"model {model!r} has no version {version!r}; versions: {', '.join(known)}"
+        )
+
+
 class Unauthenticated(GatewayError):
     http_status = 401
     grpc_code = "UNAUTHENTICATED"

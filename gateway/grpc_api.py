@@ -19,7 +19,7 @@ import grpc
 from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.http_api import EXTENSIONS, SERVER_NAME, SERVER_VERSION, model_metadata_doc
 from gateway.ingress import REGIONS_HEADER, TIMEOUT_HEADER
-from gateway.protocol import encode_grpc_infer, parse_grpc_infer
+from gateway.protocol import check_version, encode_grpc_infer, parse_grpc_infer
 from protos import inference_pb2 as pb
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ class GrpcMethods:
             limit = core.config.grpc.max_message_bytes
             if size > limit:
                 raise PayloadTooLarge(f"request of {size} bytes; the limit is {limit}")
-            infer = parse_grpc_infer(request, core.dispatcher.limits(model))
+            limits = core.dispatcher.limits(model)
+            check_version(model, request.model_version)
+            infer = parse_grpc_infer(request, limits)
             num_texts = len(infer.texts)
             ctx = core.call_context(
                 "grpc",
@@ -125,7 +127,9 @@ class GrpcMethods:
     ) -> pb.ModelReadyResponse:
         self.core.start_background()
         try:
-            return pb.ModelReadyResponse(ready=self.core.model_ready(request.name))
+            ready = self.core.model_ready(request.name)
+            check_version(request.name, request.version)
+            return pb.ModelReadyResponse(ready=ready)
         except GatewayError as exc:
             _fail(grpc_context, exc)
             return pb.ModelReadyResponse()
@@ -147,6 +151,7 @@ class GrpcMethods:
         try:
             self._authorize(_metadata(grpc_context))
             doc: dict[str, Any] = model_metadata_doc(self.core, request.name)
+            check_version(request.name, request.version)
         except GatewayError as exc:
             _fail(grpc_context, exc)
             return pb.ModelMetadataResponse()

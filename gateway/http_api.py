@@ -28,8 +28,10 @@ from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge
 from gateway.ingress import CLOUD_HEADER, REGIONS_HEADER, TIMEOUT_HEADER
 from gateway.metrics import CONTENT_TYPE
 from gateway.protocol import (
+    MODEL_VERSION,
     InferRequest,
     InferResult,
+    check_version,
     encode_classify,
     encode_json_infer,
     parse_classify,
@@ -138,11 +140,12 @@ def build_http_app(core: IngressCore) -> FastAPI:
 
     @app.post("/v2/models/{model}/infer")
     @app.post("/v2/models/{model}/versions/{version}/infer")
-    async def infer(model: str, request: Request) -> Response:
+    async def infer(model: str, request: Request, version: str = "") -> Response:
         header = request.headers.get("inference-header-content-length")
 
         def parse(body: bytes) -> InferRequest:
             limits = core.dispatcher.limits(model)
+            check_version(model, version)
             length = None
             if header is not None:
                 if not header.isdigit():
@@ -180,14 +183,24 @@ def build_http_app(core: IngressCore) -> FastAPI:
         )
 
     @app.get("/v2/models/{model}")
-    async def model_metadata(model: str, request: Request) -> Response:
-        return guarded(request, lambda: model_metadata_doc(core, model))
+    @app.get("/v2/models/{model}/versions/{version}")
+    async def model_metadata(
+        model: str, request: Request, version: str = ""
+    ) -> Response:
+        def produce() -> dict[str, Any]:
+            doc = model_metadata_doc(core, model)
+            check_version(model, version)
+            return doc
+
+        return guarded(request, produce)
 
     @app.get("/v2/models/{model}/ready")
-    async def model_ready(model: str) -> Response:
+    @app.get("/v2/models/{model}/versions/{version}/ready")
+    async def model_ready(model: str, version: str = "") -> Response:
         core.start_background()
         try:
             is_ready = core.model_ready(model)
+            check_version(model, version)
         except GatewayError as exc:
             return error_response(exc)
         return _json({"name": model, "ready": is_ready}, 200 if is_ready else 503)
@@ -264,7 +277,7 @@ def model_metadata_doc(core: IngressCore, model: str) -> dict[str, Any]:
     num_labels = len(labels) if labels else -1
     return {
         "name": model,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": "pytorch_bert_classifier",
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [-1]}],
         "outputs": [

@@ -17,12 +17,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import InvalidInput, PayloadTooLarge
+from gateway.errors import InvalidInput, PayloadTooLarge, VersionNotFound
 from protos import inference_pb2 as pb
 
 DEFAULT_OUTPUTS = ("label", "score", "truncated")
+# Each model serves one version; a request may name it or leave it out.
+MODEL_VERSION = "1"
 KNOWN_OUTPUTS = frozenset((*DEFAULT_OUTPUTS, "probabilities"))
 _LENGTH = struct.Struct("<I")
+
+
+def check_version(model: str, version: str | None) -> None:
+    """Raises VersionNotFound unless `version` is empty or the one served."""
+    if version and version != MODEL_VERSION:
+        raise VersionNotFound(model, version, [MODEL_VERSION])
 
 
 @dataclass(frozen=True)
@@ -302,7 +310,7 @@ def encode_json_infer(result: InferResult) -> dict[str, Any]:
     cols = _columns(result)
     doc: dict[str, Any] = {
         "model_name": result.model,
-        "model_version": "1",
+        "model_version": MODEL_VERSION,
         "parameters": {"cloud": result.cloud},
         "outputs": [
             {
@@ -323,7 +331,7 @@ def encode_grpc_infer(result: InferResult) -> pb.ModelInferResponse:
     """Every output travels in raw_output_contents, as Triton clients expect."""
     cols = _columns(result)
     response = pb.ModelInferResponse(
-        model_name=result.model, model_version="1", id=result.request_id or ""
+        model_name=result.model, model_version=MODEL_VERSION, id=result.request_id or ""
     )
     response.parameters["cloud"].string_param = result.cloud
     for name in result.outputs:

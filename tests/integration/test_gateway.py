@@ -312,6 +312,49 @@ def test_grpc_errors_map_to_their_code(
     assert "Traceback" not in (info.value.details() or "")
 
 
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_version_other_than_the_served_one_is_not_found(
+    gateway: Gateway, route: str
+) -> None:
+    base = f"{gateway.url(route)}/v2/models/{MODEL}/versions"
+    body = json.dumps(infer_doc(["hello"])).encode()
+    headers = gateway.headers()
+
+    served = httpx.post(f"{base}/1/infer", content=body, headers=headers, timeout=60)
+    assert served.status_code == 200
+    assert served.json()["model_version"] == "1"
+    for response in (
+        httpx.post(f"{base}/7/infer", content=body, headers=headers, timeout=60),
+        httpx.get(f"{base}/7", headers=headers, timeout=60),
+        httpx.get(f"{base}/7/ready", headers=headers, timeout=60),
+    ):
+        assert response.status_code == 404
+        assert "has no version '7'" in response.json()["error"]
+    assert httpx.get(f"{base}/1/ready", headers=headers, timeout=60).json() == {
+        "name": MODEL,
+        "ready": True,
+    }
+
+    request = pb.ModelInferRequest(model_name=MODEL, model_version="7")
+    request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    request.raw_input_contents.append(encode_bytes_tensor([b"hello"]))
+    md = [("authorization", f"Bearer {TOKEN}")]
+    with grpc.insecure_channel(gateway.target(route)) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        for call, message in (
+            (stub.ModelInfer, request),
+            (stub.ModelReady, pb.ModelReadyRequest(name=MODEL, version="7")),
+            (stub.ModelMetadata, pb.ModelMetadataRequest(name=MODEL, version="7")),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call(message, metadata=md, timeout=60)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "has no version '7'" in (info.value.details() or "")
+        assert stub.ModelReady(
+            pb.ModelReadyRequest(name=MODEL, version="1"), metadata=md, timeout=60
+        ).ready
+
+
 def test_passed_deadline_is_504(gateway: Gateway) -> None:
     # Every emulated cloud adds at least 1 ms of round trip; 1 ms of budget is gone
     # before any answer can come back.

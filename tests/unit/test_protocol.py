@@ -229,3 +229,13 @@ def test_classify_route_round_trip() -> None:
 def test_classify_route_rejects_a_missing_model() -> None:
     with pytest.raises(InvalidInput, match="field model must be a non-empty string"):
         parse_classify(b'{"texts": ["a"]}', lambda model: LIMITS)
+
+
+def test_only_the_served_version_or_none_is_accepted() -> None:
+    from gateway.errors import VersionNotFound
+    from gateway.protocol import check_version
+
+    check_version("demo", "")
+    check_version("demo", "1")
+    with pytest.raises(VersionNotFound, match="model 'demo' has no version '2'"):
+        check_version("demo", "2")
