@@ -120,7 +120,9 @@ class Dispatcher:
             except NoCloudAvailable:
                 if refused:
                     raise Overloaded(
-                        f"every allowed cloud is at its queue limit ({refused})",
+                        "every allowed cloud is full: its queue limit, or its "
+                        "queue would not finish within the SLO "
+                        f"({', '.join(refused)})",
                         retry_after_s=self._config.admission.retry_after_s,
                     ) from None
                 raise

@@ -97,7 +97,8 @@ def render_table(result: dict[str, Any]) -> str:
         f"mode {result['load']['mode']}. Command: `{result['command']}`",
         "",
         "| system | start-up s | labels agree | best seq/s 1 text (p99 ms) "
-        "| best seq/s 16 texts (p99 ms) | p50 ms c=1 | p99 ms c=64 | refused c=64 "
+        "| best seq/s 16 texts (p99 ms) | p50 ms c=1 | p99 ms c=64, 1 text "
+        "| refused c=64, 1 + 16 texts "
         "| peak PSS MiB | other programs' CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
