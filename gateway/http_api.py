@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge
+from gateway.errors import (
+    GatewayError,
+    InvalidInput,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from gateway.ingress import CLOUD_HEADER, REGIONS_HEADER, TIMEOUT_HEADER
 from gateway.metrics import CONTENT_TYPE
 from gateway.protocol import (
@@ -60,6 +65,9 @@ def error_response(exc: GatewayError) -> Response:
     headers = None
     if exc.retry_after_s is not None:
         headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    elif isinstance(exc, Unauthenticated):
+        # RFC 9110: a 401 names the scheme it wants.
+        headers = {"WWW-Authenticate": "Bearer"}
     return _json({"error": exc.message}, exc.http_status, headers)
 
 

@@ -268,6 +268,10 @@ def parse_grpc_infer(request: pb.ModelInferRequest, limits: TextLimits) -> Infer
         raise InvalidInput(f"input datatype must be BYTES, got {tensor.datatype!r}")
     items: list[bytes]
     if request.raw_input_contents:
+        if tensor.contents.bytes_contents:
+            raise InvalidInput(
+                "the input has both contents and raw_input_contents; send one"
+            )
         if len(request.raw_input_contents) != 1:
             raise InvalidInput(
                 f"expected one raw_input_contents entry, got "

@@ -372,6 +372,7 @@ def test_missing_or_wrong_token_is_401_and_health_stays_open(gateway: Gateway) -
     wrong = httpx.post(url, json=doc, headers={"authorization": "Bearer nope"})
 
     assert no_token.status_code == wrong.status_code == 401
+    assert no_token.headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{gateway.http_url}/v2/health/ready").status_code == 200
     assert httpx.get(f"{gateway.http_url}/metrics").status_code == 200
 

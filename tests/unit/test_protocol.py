@@ -164,6 +164,16 @@ def test_grpc_raw_input_contents_and_bytes_contents_agree() -> None:
     assert contents.return_probabilities and not raw.return_probabilities
 
 
+def test_grpc_input_with_both_contents_and_raw_contents_is_refused() -> None:
+    request = pb.ModelInferRequest(model_name="m")
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    tensor.contents.bytes_contents.append(b"one")
+    request.raw_input_contents.append(encode_bytes_tensor([b"two"]))
+
+    with pytest.raises(InvalidInput, match="both contents and raw_input_contents"):
+        parse_grpc_infer(request, LIMITS)
+
+
 RESULT = InferResult(
     model="m",
     cloud="aws-us-east-1",
