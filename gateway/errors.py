@@ -3,7 +3,8 @@
     GatewayError                      500 / INTERNAL
     ├── InvalidInput                  400 / INVALID_ARGUMENT
     ├── ModelNotFound                 404 / NOT_FOUND
-    ├── Unauthenticated               401 / UNAUTHENTICATED
+    ├── VersionNotFound               404 / NOT_FOUND (a version not served)
+    ├── Unauthenticated               401 / UNAUTHENTICATED (WWW-Authenticate)
     ├── PayloadTooLarge               413 / RESOURCE_EXHAUSTED
     ├── RateLimited                   429 / RESOURCE_EXHAUSTED (Retry-After)
     ├── Overloaded                    503 / UNAVAILABLE (Retry-After)
@@ -20,6 +21,8 @@ Messages name the field, the value and the limit; they never carry stack traces.
 
 from __future__ import annotations
 
+import math
+
 
 class GatewayError(Exception):
     """Base class; `http_status` and `grpc_code` say how a client sees it."""
@@ -31,6 +34,12 @@ class GatewayError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    def http_headers(self) -> dict[str, str]:
+        """Headers an HTTP answer of this error carries."""
+        if self.retry_after_s is None:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class InvalidInput(GatewayError):
@@ -63,6 +72,10 @@ class VersionNotFound(GatewayError):
 class Unauthenticated(GatewayError):
     http_status = 401
     grpc_code = "UNAUTHENTICATED"
+
+    def http_headers(self) -> dict[str, str]:
+        # RFC 9110: a 401 names the scheme it wants.
+        return {"WWW-Authenticate": "Bearer"}
 
 
 class PayloadTooLarge(GatewayError):

@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from gateway.errors import (
-    GatewayError,
-    InvalidInput,
-    PayloadTooLarge,
-    Unauthenticated,
-)
+from gateway.errors import GatewayError, InvalidInput, PayloadTooLarge
 from gateway.ingress import CLOUD_HEADER, REGIONS_HEADER, TIMEOUT_HEADER
 from gateway.metrics import CONTENT_TYPE
 from gateway.protocol import (
@@ -62,13 +56,7 @@ def _json(
 
 
 def error_response(exc: GatewayError) -> Response:
-    headers = None
-    if exc.retry_after_s is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
-    elif isinstance(exc, Unauthenticated):
-        # RFC 9110: a 401 names the scheme it wants.
-        headers = {"WWW-Authenticate": "Bearer"}
-    return _json({"error": exc.message}, exc.http_status, headers)
+    return _json({"error": exc.message}, exc.http_status, exc.http_headers() or None)
 
 
 def _internal_error() -> Response:
