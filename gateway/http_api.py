@@ -136,12 +136,12 @@ def build_http_app(core: IngressCore) -> FastAPI:
 
     @app.post("/v2/models/{model}/infer")
     @app.post("/v2/models/{model}/versions/{version}/infer")
-    async def infer(model: str, request: Request, version: str = "") -> Response:
+    async def infer(model: str, request: Request) -> Response:
         header = request.headers.get("inference-header-content-length")
 
         def parse(body: bytes) -> InferRequest:
             limits = core.dispatcher.limits(model)
-            check_version(model, version)
+            check_version(model, request.path_params.get("version"))
             length = None
             if header is not None:
                 if not header.isdigit():
@@ -180,23 +180,21 @@ def build_http_app(core: IngressCore) -> FastAPI:
 
     @app.get("/v2/models/{model}")
     @app.get("/v2/models/{model}/versions/{version}")
-    async def model_metadata(
-        model: str, request: Request, version: str = ""
-    ) -> Response:
+    async def model_metadata(model: str, request: Request) -> Response:
         def produce() -> dict[str, Any]:
             doc = model_metadata_doc(core, model)
-            check_version(model, version)
+            check_version(model, request.path_params.get("version"))
             return doc
 
         return guarded(request, produce)
 
     @app.get("/v2/models/{model}/ready")
     @app.get("/v2/models/{model}/versions/{version}/ready")
-    async def model_ready(model: str, version: str = "") -> Response:
+    async def model_ready(model: str, request: Request) -> Response:
         core.start_background()
         try:
             is_ready = core.model_ready(model)
-            check_version(model, version)
+            check_version(model, request.path_params.get("version"))
         except GatewayError as exc:
             return error_response(exc)
         return _json({"name": model, "ready": is_ready}, 200 if is_ready else 503)
