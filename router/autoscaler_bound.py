@@ -16,6 +16,14 @@ is mostly Poisson noise (five slots of 8 requests peak about 40% above their mea
 at a constant rate), and a margin learnt from it would buy capacity for noise that
 the queueing model already sizes for. With many requests a slot the windows are
 single slots, as before.
+
+Until `_MIN_ERRORS` errors exist the margin is provisional: the largest error so
+far, once there are n errors with n / (n + 1) >= confidence (the expected share of
+errors below the largest of n), e.g. 19 at 0.95; with fewer, the forecaster's own
+upper bound. The forecaster's bound comes from single-slot residuals, which on
+slots of a few requests are mostly Poisson noise, so the tracker's own errors,
+few as they are, size the margin better as soon as they can speak for the
+confidence asked.
 """
 
 from __future__ import annotations
@@ -160,15 +168,25 @@ class UpperTracker:
         self, now_s: float, mean_rps: float, forecaster_upper_rps: float
     ) -> float:
         """The rate to serve: bounded upper forecast, at least the recent peaks."""
-        if self._log_margin is None:
+        log_margin = self._log_margin
+        if log_margin is None:
+            log_margin = self._provisional_margin()
+        if log_margin is None:
             upper = forecaster_upper_rps
         else:
-            margin = min(max(self._log_margin, 0.0), math.log(self.max_multiple))
+            margin = min(max(log_margin, 0.0), math.log(self.max_multiple))
             upper = (mean_rps + self.eps_rps) * math.exp(margin) - self.eps_rps
         if self._slot_rates:
             cap = self.cap_multiple * max(self._slot_rates)
             upper = min(upper, max(cap, mean_rps))
         return max(upper, self.recent_peak_rps(now_s))
+
+    def _provisional_margin(self) -> float | None:
+        """The largest error, when there are enough to stand for the confidence."""
+        n = len(self._errors)
+        if n == 0 or n / (n + 1) < self.confidence:
+            return None
+        return max(e for _, e in self._errors)
 
     def recent_peak_rps(self, now_s: float) -> float:
         """Highest short-window rate within the peak memory."""

@@ -152,3 +152,21 @@ def _poisson(rng: random.Random, mean: float) -> int:
         count += 1
         product *= rng.random()
     return count
+
+
+def test_before_the_margin_is_learnt_the_largest_error_stands_in():
+    # Confidence 0.95: the largest of n errors stands for it once n / (n + 1) >=
+    # 0.95, i.e. from 19 errors; with fewer, the forecaster's own bound is used.
+    tracker = _tracker(confidence=0.95)
+    forecaster_upper = 500.0
+    # Horizon 1: the first slot closed has no forecast issued for it, so 18
+    # slots give 17 errors, one of them log(110 / 100).
+    for rate in [100.0, 110.0] + [100.0] * 16:
+        tracker.close_slot(rate, 100.0)
+    assert tracker.upper_rps(0.0, 100.0, forecaster_upper) == forecaster_upper
+    tracker.close_slot(100.0, 100.0)
+    tracker.close_slot(100.0, 100.0)
+    # 19 errors (thousands of requests a minute slot: ratios), the largest 1.1x.
+    assert tracker.upper_rps(0.0, 100.0, forecaster_upper) == pytest.approx(
+        110.0, rel=1e-3
+    )
