@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEXTS = REPO_ROOT / "data" / "demo_intents" / "test.csv"
+DEFAULT_SLO_MS = 100.0
 TOKEN_ENV = "BERTGW_TOKEN"
 _REDACTED_FLAGS = ("--token",)
 
@@ -121,7 +122,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     out = parser.add_argument_group("results")
     out.add_argument("--out", default="runs/loadtest", help="output folder")
-    out.add_argument("--slo-ms", type=float, default=100.0)
+    out.add_argument(
+        "--slo-ms",
+        type=float,
+        help=f"latency SLO for attainment (default: the --config file's, else "
+        f"{DEFAULT_SLO_MS:g})",
+    )
+    out.add_argument(
+        "--config", help="the gateway's YAML config, to take its SLO (slo.latency_ms)"
+    )
     out.add_argument(
         "--metrics-url",
         help="Prometheus endpoint to scrape ('none' to skip); default: <url>/metrics",
@@ -129,6 +138,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--scrape-interval-s", type=float, default=1.0)
     out.add_argument("--no-plots", action="store_true")
     out.add_argument("--no-progress", action="store_true")
+
+
+def slo_ms(args: argparse.Namespace) -> float:
+    """--slo-ms, else the gateway config's SLO, else the default."""
+    if args.slo_ms is not None:
+        return float(args.slo_ms)
+    if args.config:
+        from gateway.config import load_config
+        from gateway.errors import ConfigError
+
+        try:
+            return load_config(args.config).slo.latency_ms
+        except ConfigError as error:
+            raise ValueError(str(error)) from error
+    return DEFAULT_SLO_MS
 
 
 def redacted_command(argv: list[str]) -> str:
@@ -223,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         mix = parse_mix(args.text_mix)
         rng = np.random.default_rng(args.seed)
         offsets_s = schedule(args, rng)
+        slo = slo_ms(args)
     except (OSError, ValueError) as error:
         print(f"bertgw loadtest: {error}", file=sys.stderr)
         return 2
@@ -265,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(
         result.records,
         duration_s=args.duration_s,
-        slo_ms=args.slo_ms,
+        slo_ms=slo,
         scrapes=result.scrapes,
         metrics_available=result.metrics_available,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
 import pytest
 
-from loadtest.cli import redacted_command
+from loadtest.cli import DEFAULT_SLO_MS, configure, redacted_command, slo_ms
 from loadtest.noop_server import count_json_texts, count_raw_texts
 from loadtest.protocols import (
     HttpSender,
@@ -136,3 +138,18 @@ def test_command_line_in_the_summary_hides_the_token() -> None:
     )
     assert "s3cret" not in shown and "abc" not in shown
     assert shown == "bertgw loadtest --token REDACTED --token=REDACTED --seed 1"
+
+
+def test_the_slo_comes_from_the_flag_else_the_gateway_config(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    local = str(Path(__file__).resolve().parents[2] / "configs" / "local.yaml")
+    assert slo_ms(parser.parse_args([])) == DEFAULT_SLO_MS
+    assert slo_ms(parser.parse_args(["--config", local])) == 150.0
+    assert slo_ms(parser.parse_args(["--config", local, "--slo-ms", "80"])) == 80.0
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        Path(local).read_text().replace("latency_ms: 150", "latency_ms: -1")
+    )
+    with pytest.raises(ValueError, match="latency_ms"):
+        slo_ms(parser.parse_args(["--config", str(broken)]))
