@@ -20,7 +20,11 @@ Side by side in one run, on the same machine and the same fine-tuned demo model:
   that answers the same HTTP and gRPC requests with a fixed reply and no model,
   behind the same proxies and tuned settings (and, for the direct variant, on the
   replica's own ports). Its latency is the floor under the gateway's added
-  latency that the design (Serve's proxies or replica servers) sets.
+  latency that the design (Serve's proxies or replica servers) sets; its
+  one-text saturation, with the CPU it and its client used, gives the CPU cost
+  of one request through Serve here, and with the model's best cost a text, the
+  highest one-text saturation ratio that any Serve app could reach on these cores
+  (`saturation_ceiling_1text`, see one_text_ceiling).
 
 Added latency = gateway percentile - direct percentile; above the floor = added
 latency - the floor's latency. Saturation ratio = texts/s
@@ -288,6 +292,23 @@ async def saturate_grpc(
     }
 
 
+def saturate_counting_cores(
+    target: str, num_texts: int, concurrency: int, duration_s: float
+) -> dict[str, Any]:
+    """saturate_grpc, plus where the cores went: CPU seconds per second of the
+    level, per process (the load client's own included)."""
+    with CpuByProcess("load client") as cpu:
+        level: dict[str, Any] = asyncio.run(
+            saturate_grpc(target, num_texts, concurrency, duration_s)
+        )
+    cores = {role: s / cpu.wall_s for role, s in cpu.seconds.items()}
+    level["cores_by_process"] = {
+        role: round(used, 3) for role, used in cores.items() if used >= 0.005
+    }
+    level["cores_total"] = round(sum(cores.values()), 3)
+    return level
+
+
 # Serve's own defaults for the knobs that gateway.serve.SERVE_TUNING_ENV changes.
 SERVE_DEFAULT_ENV = {
     "RAY_SERVE_USE_GRPC_BY_DEFAULT": "0",
@@ -341,16 +362,9 @@ def measure_gateway(
             (1, args.concurrency_1text),
             (16, args.concurrency_16text),
         ):
-            with CpuByProcess("load client") as cpu:
-                level = asyncio.run(
-                    saturate_grpc(target, num_texts, concurrency, args.saturation_s)
-                )
-            # Where the cores went: CPU seconds per second of the level, per process.
-            cores = {role: s / cpu.wall_s for role, s in cpu.seconds.items()}
-            level["cores_by_process"] = {
-                role: round(used, 3) for role, used in cores.items() if used >= 0.005
-            }
-            result[f"grpc_saturation_{num_texts}text"] = level
+            result[f"grpc_saturation_{num_texts}text"] = saturate_counting_cores(
+                target, num_texts, concurrency, args.saturation_s
+            )
         return result
     finally:
         serve.shutdown()
@@ -408,10 +422,40 @@ def measure_serve_floor(
         return {
             "http_latency_1text": summarize(sequential_http(url, args.requests)),
             "grpc_latency_1text": summarize(sequential_grpc(target, args.requests)),
+            "grpc_saturation_1text": saturate_counting_cores(
+                target, 1, args.concurrency_1text, args.saturation_s
+            ),
         }
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def one_text_ceiling(floor: dict, best_seq_per_s: float, threads: int) -> dict:
+    """The highest one-text saturation ratio these cores allow any Serve app.
+
+    At its saturation the no-model app (and its load client) spend
+    `cores_total / requests_per_s` CPU seconds a request: what any request through
+    Serve's request path and this client costs here, the gateway's included, since
+    it does all that and more. The model's own compute, at its best batched rate
+    on `threads` threads, costs threads / best CPU seconds a text. On `cores`
+    cores a one-text-per-request rate r needs r x (request + text cost) <= cores,
+    so r / best <= cores / (request + text cost) / best.
+    """
+    level = floor["grpc_saturation_1text"]
+    cores = os.cpu_count() or 1
+    request_cpu_s = level["cores_total"] / level["requests_per_s"]
+    text_cpu_s = threads / best_seq_per_s
+    ceiling = cores / (request_cpu_s + text_cpu_s)
+    return {
+        "cores": cores,
+        "floor_requests_per_s": level["requests_per_s"],
+        "floor_cores_total": level["cores_total"],
+        "request_cpu_ms": round(request_cpu_s * 1e3, 3),
+        "text_cpu_ms": round(text_cpu_s * 1e3, 3),
+        "texts_per_s": round(ceiling, 1),
+        "ratio": round(ceiling / best_seq_per_s, 3),
+    }
 
 
 def _pair(a: float, b: float) -> str:
@@ -468,6 +512,23 @@ def table(report: dict) -> str:
         rows.append(
             (f"saturation ratio, {num_texts} text(s) (goal >= {goal})", f"{ratio:.2f}")
         )
+        if num_texts == 1 and "saturation_ceiling_1text" in report:
+            c = report["saturation_ceiling_1text"]
+            rows.append(
+                (
+                    "no-model Serve app, 1 text: requests/s at cores used "
+                    "(CPU ms a request, its client's included)",
+                    f"{c['floor_requests_per_s']:.0f} at {c['floor_cores_total']:.2f} "
+                    f"({c['request_cpu_ms']:.2f})",
+                )
+            )
+            rows.append(
+                (
+                    f"ceiling on the 1-text ratio on {c['cores']} cores: that request "
+                    f"cost + the model's best {c['text_cpu_ms']:.2f} CPU ms a text",
+                    f"{c['ratio']:.2f} ({c['texts_per_s']:.0f} texts/s)",
+                )
+            )
     machine = report["machine"]
     flags = ", ".join(machine.get("matrix_flags", [])) or "no bf16/AMX"
     lines = [
@@ -610,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     for num_texts in (1, 16):
         texts_per_s = gateway[f"grpc_saturation_{num_texts}text"]["texts_per_s"]
         report[f"saturation_ratio_{num_texts}text"] = round(texts_per_s / best, 3)
+    report["saturation_ceiling_1text"] = one_text_ceiling(floor, best, args.threads)
 
     markdown = table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
