@@ -443,7 +443,11 @@ def one_text_ceiling(floor: dict, best_seq_per_s: float, threads: int) -> dict:
     so r / best <= cores / (request + text cost) / best.
     """
     level = floor["grpc_saturation_1text"]
-    cores = os.cpu_count() or 1
+    # The cores this process may run on (a CPU set may allow fewer than exist).
+    if hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     request_cpu_s = level["cores_total"] / level["requests_per_s"]
     text_cpu_s = threads / best_seq_per_s
     ceiling = cores / (request_cpu_s + text_cpu_s)
