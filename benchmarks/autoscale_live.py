@@ -110,10 +110,18 @@ def parse_args() -> argparse.Namespace:
         "(comma list; empty for none)",
     )
     parser.add_argument(
+        "--overload-budgets",
+        default="",
+        help="extra runs of ours with autoscaler.overload_budget at these values "
+        "(comma list; label bertgw_budget_B): the margin sized so the expected "
+        "share of requests above capacity stays within B, not a quantile",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
-        help="run only this label (repeat): bertgw, ray_default, ray_default_target_T",
+        help="run only this label (repeat): bertgw, bertgw_budget_B, ray_default, "
+        "ray_default_target_T",
     )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", default=str(RESULTS / "autoscale_live.json"))
@@ -122,7 +130,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def bench_config(
-    args: argparse.Namespace, policy: str, ray_target: float | None = None
+    args: argparse.Namespace,
+    policy: str,
+    ray_target: float | None = None,
+    overload_budget: float | None = None,
 ) -> GatewayConfig:
     """configs/local.yaml with loopback ports, scaling bounds and compressed delays."""
     config = with_ports(load_config(args.config), args.http_port, args.grpc_port)
@@ -151,6 +162,8 @@ def bench_config(
         "peak_window_s": args.peak_window_s,
         "peak_memory_s": args.peak_memory_s,
     }
+    if overload_budget is not None:
+        autoscaler["overload_budget"] = overload_budget
     return config.model_copy(
         update={
             "clouds": clouds,
@@ -221,19 +234,25 @@ def integrate(samples: list[dict[str, Any]], prefix: str) -> float:
     return total
 
 
-def arms(args: argparse.Namespace) -> list[tuple[str, str, float | None]]:
-    """(label, autoscaling_policy, target_ongoing_requests) of each run, in order."""
+Arm = tuple[str, str, float | None, float | None]
+
+
+def arms(args: argparse.Namespace) -> list[Arm]:
+    """(label, autoscaling_policy, target_ongoing_requests, overload_budget) of
+    each run, in order."""
     targets = [float(t) for t in args.ray_targets.split(",") if t.strip()]
-    every = [
-        ("bertgw", "bertgw", None),
-        ("ray_default", "ray_default", None),
-        *((f"ray_default_target_{t:g}", "ray_default", t) for t in targets),
+    budgets = [float(b) for b in args.overload_budgets.split(",") if b.strip()]
+    every: list[Arm] = [
+        ("bertgw", "bertgw", None, None),
+        *((f"bertgw_budget_{b:g}", "bertgw", None, b) for b in budgets),
+        ("ray_default", "ray_default", None, None),
+        *((f"ray_default_target_{t:g}", "ray_default", t, None) for t in targets),
     ]
     return [arm for arm in every if not args.only or arm[0] in args.only]
 
 
 def run_policy(
-    arm: tuple[str, str, float | None],
+    arm: Arm,
     args: argparse.Namespace,
     offsets_s: np.ndarray,
     texts: list[str],
@@ -242,8 +261,8 @@ def run_policy(
     from gateway.serve import shutdown, start_ray, wait_ready
     from loadtest.demo_gateway import wait_http_ready
 
-    label, policy, ray_target = arm
-    config = bench_config(args, policy, ray_target)
+    label, policy, ray_target, overload_budget = arm
+    config = bench_config(args, policy, ray_target, overload_budget)
     url = http_url(config)
     start_ray(config, num_cpus=args.ray_num_cpus)
     handle = None
@@ -276,6 +295,7 @@ def run_policy(
         shutdown(handle, 30.0)
     run = summarize_policy(label, config, result.records, sampler.samples, args)
     run["target_ongoing_requests"] = ray_target
+    run["overload_budget"] = overload_budget
     return run
 
 
@@ -465,6 +485,14 @@ def main() -> int:
             }
             for key, label in (("ours", "bertgw"), ("ray_default", "ray_default"))
             if label in by_policy
+        },
+        "ours_tuned": {
+            run["policy"]: {
+                k: run.get(k)
+                for k in ("overload_budget", "slo_attainment", "replica_hours", "usd")
+            }
+            for run in runs
+            if run.get("overload_budget") is not None
         },
         "ray_default_tuned": {
             run["policy"]: {
