@@ -29,11 +29,13 @@ its 0.99 quantile) in place of the 0.95 quantile of the errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -138,6 +140,7 @@ def fewest_replicas(
 def run_arm(
     settings: argparse.Namespace,
     args: argparse.Namespace,
+    trace: Any,
     ablate: bool,
     overload_budget: float | None = None,
 ) -> dict[str, Any]:
@@ -145,14 +148,11 @@ def run_arm(
     bound without its provisional margin, `overload_budget` sets that setting."""
     from router.autoscaler_bound import UpperTracker
 
-    provisional = UpperTracker._provisional_margin
-    if ablate:
-        UpperTracker._provisional_margin = lambda self: None  # type: ignore[method-assign]
-    try:
-        config = live.bench_config(settings, "bertgw", None, overload_budget)
-        shape = model_shape(config, live.MODEL)
-        trace = load_trace(live.TRACE)
-        runs = []
+    config = live.bench_config(settings, "bertgw", None, overload_budget)
+    shape = model_shape(config, live.MODEL)
+    without = mock.patch.object(UpperTracker, "_provisional_margin", lambda _: None)
+    runs = []
+    with without if ablate else contextlib.nullcontext():
         for seed in range(args.seeds):
             offsets_s = trace_schedule(
                 trace,
@@ -164,8 +164,6 @@ def run_arm(
             )
             one = replay(config, shape, np.sort(offsets_s), settings, args)
             runs.append({"seed": seed, **one})
-    finally:
-        UpperTracker._provisional_margin = provisional  # type: ignore[method-assign]
     hours = [r["replica_hours"] for r in runs]
     return {
         "replica_hours_mean": round(statistics.fmean(hours), 4),
@@ -202,8 +200,9 @@ def main() -> int:
         print("autoscale_replay: shared data not found; nothing measured")
         return 2
     settings = live_args()
+    trace = load_trace(live.TRACE)
     arms = {
-        name: run_arm(settings, args, ablate, budget)
+        name: run_arm(settings, args, trace, ablate, budget)
         for name, ablate, budget, _ in ARMS
     }
     result = {
