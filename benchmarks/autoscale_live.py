@@ -251,6 +251,17 @@ def arms(args: argparse.Namespace) -> list[Arm]:
     return [arm for arm in every if not args.only or arm[0] in args.only]
 
 
+def tuned_runs(runs: list[dict[str, Any]], knob: str) -> dict[str, Any]:
+    """The runs that set `knob`, by label: the knob and the headline figures."""
+    return {
+        run["policy"]: {
+            k: run.get(k) for k in (knob, "slo_attainment", "replica_hours", "usd")
+        }
+        for run in runs
+        if run.get(knob) is not None
+    }
+
+
 def run_policy(
     arm: Arm,
     args: argparse.Namespace,
@@ -486,27 +497,8 @@ def main() -> int:
             for key, label in (("ours", "bertgw"), ("ray_default", "ray_default"))
             if label in by_policy
         },
-        "ours_tuned": {
-            run["policy"]: {
-                k: run.get(k)
-                for k in ("overload_budget", "slo_attainment", "replica_hours", "usd")
-            }
-            for run in runs
-            if run.get("overload_budget") is not None
-        },
-        "ray_default_tuned": {
-            run["policy"]: {
-                k: run[k]
-                for k in (
-                    "target_ongoing_requests",
-                    "slo_attainment",
-                    "replica_hours",
-                    "usd",
-                )
-            }
-            for run in runs
-            if run["target_ongoing_requests"] is not None
-        },
+        "ours_tuned": tuned_runs(runs, "overload_budget"),
+        "ray_default_tuned": tuned_runs(runs, "target_ongoing_requests"),
         "runs": runs,
         "machine": describe_machine(),
         "wall_s": round(time.monotonic() - started_s, 1),
