@@ -7,11 +7,12 @@ import struct
 
 import pytest
 
-from gateway.errors import InvalidInput, PayloadTooLarge
+from gateway.errors import InvalidInput, PayloadTooLarge, VersionNotFound
 from gateway.protocol import (
     InferResult,
     TextLimits,
     TextResult,
+    check_version,
     decode_bytes_tensor,
     encode_bytes_tensor,
     encode_classify,
@@ -242,9 +243,6 @@ def test_classify_route_rejects_a_missing_model() -> None:
 
 
 def test_only_the_served_version_or_none_is_accepted() -> None:
-    from gateway.errors import VersionNotFound
-    from gateway.protocol import check_version
-
     check_version("demo", "")
     check_version("demo", "1")
     with pytest.raises(VersionNotFound, match="model 'demo' has no version '2'"):
