@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig, autoscaler_settings, load_config
 from loadtest.arrivals import load_trace, trace_schedule
 from loadtest.demo_gateway import http_url, with_ports
 from loadtest.machine import describe as describe_machine
@@ -114,14 +114,16 @@ def parse_args() -> argparse.Namespace:
         default="",
         help="extra runs of ours with autoscaler.overload_budget at these values "
         "(comma list; label bertgw_budget_B): the margin sized so the expected "
-        "share of requests above capacity stays within B, not a quantile",
+        "share of requests above capacity stays within B (by default 1 - the SLO "
+        "quantile); 'none' (label bertgw_quantile) sizes it by the 0.95 quantile "
+        "of the errors instead",
     )
     parser.add_argument(
         "--only",
         action="append",
         default=[],
-        help="run only this label (repeat): bertgw, bertgw_budget_B, ray_default, "
-        "ray_default_target_T",
+        help="run only this label (repeat): bertgw, bertgw_budget_B, "
+        "bertgw_quantile, ray_default, ray_default_target_T",
     )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--out", default=str(RESULTS / "autoscale_live.json"))
@@ -133,7 +135,7 @@ def bench_config(
     args: argparse.Namespace,
     policy: str,
     ray_target: float | None = None,
-    overload_budget: float | None = None,
+    autoscaler_overrides: dict[str, Any] | None = None,
 ) -> GatewayConfig:
     """configs/local.yaml with loopback ports, scaling bounds and compressed delays."""
     config = with_ports(load_config(args.config), args.http_port, args.grpc_port)
@@ -161,9 +163,8 @@ def bench_config(
         "drain_s": args.drain_s,
         "peak_window_s": args.peak_window_s,
         "peak_memory_s": args.peak_memory_s,
+        **(autoscaler_overrides or {}),
     }
-    if overload_budget is not None:
-        autoscaler["overload_budget"] = overload_budget
     return config.model_copy(
         update={
             "clouds": clouds,
@@ -234,19 +235,28 @@ def integrate(samples: list[dict[str, Any]], prefix: str) -> float:
     return total
 
 
-Arm = tuple[str, str, float | None, float | None]
+# (label, autoscaling_policy, target_ongoing_requests, autoscaler overrides)
+Arm = tuple[str, str, float | None, dict[str, Any]]
+
+
+def budget_arm(text: str) -> Arm:
+    """An extra run of ours: `none` sizes the margin by a quantile, a number B by
+    an overload budget of B."""
+    if text.strip().lower() == "none":
+        return ("bertgw_quantile", "bertgw", None, {"overload_budget": None})
+    budget = float(text)
+    return (f"bertgw_budget_{budget:g}", "bertgw", None, {"overload_budget": budget})
 
 
 def arms(args: argparse.Namespace) -> list[Arm]:
-    """(label, autoscaling_policy, target_ongoing_requests, overload_budget) of
-    each run, in order."""
+    """Each run, in order."""
     targets = [float(t) for t in args.ray_targets.split(",") if t.strip()]
-    budgets = [float(b) for b in args.overload_budgets.split(",") if b.strip()]
+    budgets = [b for b in args.overload_budgets.split(",") if b.strip()]
     every: list[Arm] = [
-        ("bertgw", "bertgw", None, None),
-        *((f"bertgw_budget_{b:g}", "bertgw", None, b) for b in budgets),
-        ("ray_default", "ray_default", None, None),
-        *((f"ray_default_target_{t:g}", "ray_default", t, None) for t in targets),
+        ("bertgw", "bertgw", None, {}),
+        *(budget_arm(b) for b in budgets),
+        ("ray_default", "ray_default", None, {}),
+        *((f"ray_default_target_{t:g}", "ray_default", t, {}) for t in targets),
     ]
     return [arm for arm in every if not args.only or arm[0] in args.only]
 
@@ -258,7 +268,7 @@ def tuned_runs(runs: list[dict[str, Any]], knob: str) -> dict[str, Any]:
             k: run.get(k) for k in (knob, "slo_attainment", "replica_hours", "usd")
         }
         for run in runs
-        if run.get(knob) is not None
+        if run.get(knob)
     }
 
 
@@ -272,8 +282,8 @@ def run_policy(
     from gateway.serve import shutdown, start_ray, wait_ready
     from loadtest.demo_gateway import wait_http_ready
 
-    label, policy, ray_target, overload_budget = arm
-    config = bench_config(args, policy, ray_target, overload_budget)
+    label, policy, ray_target, overrides = arm
+    config = bench_config(args, policy, ray_target, overrides)
     url = http_url(config)
     start_ray(config, num_cpus=args.ray_num_cpus)
     handle = None
@@ -306,7 +316,9 @@ def run_policy(
         shutdown(handle, 30.0)
     run = summarize_policy(label, config, result.records, sampler.samples, args)
     run["target_ongoing_requests"] = ray_target
-    run["overload_budget"] = overload_budget
+    run["autoscaler_overrides"] = overrides
+    if policy == "bertgw":
+        run["overload_budget"] = autoscaler_settings(config).overload_budget
     return run
 
 
@@ -497,7 +509,7 @@ def main() -> int:
             for key, label in (("ours", "bertgw"), ("ray_default", "ray_default"))
             if label in by_policy
         },
-        "ours_tuned": tuned_runs(runs, "overload_budget"),
+        "ours_tuned": tuned_runs(runs, "autoscaler_overrides"),
         "ray_default_tuned": tuned_runs(runs, "target_ongoing_requests"),
         "runs": runs,
         "machine": describe_machine(),

@@ -204,6 +204,18 @@ def test_autoscaler_block_is_checked_against_the_autoscaler_settings() -> None:
         parse_config(with_change(("autoscaler",), {"drain_s": -1}))
 
 
+def test_the_forecast_margin_spends_the_slo_miss_allowance_unless_set() -> None:
+    config = parse_config(with_change(("slo",), {"latency_ms": 150, "quantile": 0.99}))
+    assert autoscaler_settings(config).overload_budget == pytest.approx(0.01)
+
+    kept = parse_config(with_change(("autoscaler",), {"overload_budget": 0.002}))
+    assert autoscaler_settings(kept).overload_budget == 0.002
+
+    # null: the margin is the forecast_confidence quantile of the errors.
+    plain = parse_config(with_change(("autoscaler",), {"overload_budget": None}))
+    assert autoscaler_settings(plain).overload_budget is None
+
+
 def test_a_colocated_cloud_is_sized_by_the_ingress() -> None:
     data = with_change(("clouds", 0, "colocated"), True)
     data["ingress"] = {"num_replicas": 2}
