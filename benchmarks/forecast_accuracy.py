@@ -200,8 +200,48 @@ def evaluate(spec: TraceSpec, data_dir: Path, settings: AutoscalerSettings) -> d
         "final_params": None if params is None else vars(params),
         "final_holt_winters_weight": forecaster.holt_winters_weight,
         "beats_naive": sum(abs_pct) < sum(naive_abs_pct),
+        **paired_test(abs_pct, naive_abs_pct, steps),
         "seconds": elapsed_s,
     }
+
+
+def paired_test(ours: list[float], naive: list[float], horizon: int) -> dict:
+    """Diebold-Mariano test of equal MAPE, with the small-sample correction of
+    Harvey, Leybourne and Newbold (1997).
+
+    The loss difference d_t = APE_ours - APE_naive is autocorrelated over up to
+    `horizon` - 1 slots (forecasts h slots ahead overlap), so its long-run variance
+    sums the autocovariances up to that lag. The statistic is read against
+    Student's t with n - 1 degrees of freedom; negative means ours is better.
+    `dm_p_value` is two-sided: below 0.05, the gap would rarely come by chance
+    from two equally accurate forecasts.
+    """
+    from scipy import stats
+
+    d = [a - b for a, b in zip(ours, naive, strict=True)]
+    n = len(d)
+    mean = sum(d) / n
+    centred = [x - mean for x in d]
+
+    def autocovariance(lag: int) -> float:
+        return sum(centred[i] * centred[i - lag] for i in range(lag, n)) / n
+
+    variance = autocovariance(0) + 2 * sum(
+        autocovariance(lag) for lag in range(1, min(horizon, n))
+    )
+    if variance <= 0:
+        # Truncated autocovariances can sum below zero; fall back to lag 0 alone.
+        variance = autocovariance(0)
+    if variance <= 0:  # every difference the same
+        same = mean == 0
+        return {
+            "dm_statistic": 0.0 if same else math.copysign(math.inf, mean),
+            "dm_p_value": 1.0 if same else 0.0,
+        }
+    statistic = mean / math.sqrt(variance / n)
+    statistic *= math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    p_value = 2 * stats.t.sf(abs(statistic), df=n - 1)
+    return {"dm_statistic": statistic, "dm_p_value": float(p_value)}
 
 
 def _median(values: list[float]) -> float:
@@ -220,8 +260,8 @@ def markdown(results: list[dict], settings: AutoscalerSettings) -> str:
         "| trace | slot (s) | scored slots | MAPE % | naive MAPE % "
         "| Holt-Winters only MAPE % | linear-scale MAPE % | median APE % "
         "| naive median APE % | WAPE % | naive WAPE % | upper coverage "
-        "| median upper/actual |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| median upper/actual | DM statistic | DM p |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
@@ -231,7 +271,8 @@ def markdown(results: list[dict], settings: AutoscalerSettings) -> str:
             f"| {r['median_ape']:.2f} "
             f"| {r['naive_median_ape']:.2f} | {r['wape']:.2f} "
             f"| {r['naive_wape']:.2f} | {r['upper_coverage']:.3f} "
-            f"| {r['median_upper_over_actual']:.3f} |"
+            f"| {r['median_upper_over_actual']:.3f} "
+            f"| {r['dm_statistic']:.2f} | {r['dm_p_value']:.3g} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -259,9 +300,13 @@ def main(argv: list[str] | None = None) -> int:
 
     table = markdown(results, settings)
     beaten = [r["trace"] for r in results if r["beats_naive"]]
+    clearly = [
+        r["trace"] for r in results if r["beats_naive"] and r["dm_p_value"] < 0.05
+    ]
     summary = (
         f"forecaster MAPE below last-value MAPE on {len(beaten)} of {len(results)} "
-        f"traces at a {settings.horizon_s:.0f} s horizon"
+        f"traces at a {settings.horizon_s:.0f} s horizon; on {len(clearly)} of them "
+        "by more than chance (Diebold-Mariano p < 0.05)"
     )
     print(table)
     print(summary)
@@ -279,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             " naive: the last observed slot's rate; holt_winters_only: the "
             "forecaster's Holt-Winters member without the online combination with "
             "the last value; upper_coverage: share of scored slots with actual <= "
-            "upper bound"
+            "upper bound; dm_statistic, dm_p_value: Diebold-Mariano test of equal "
+            "MAPE against last value (absolute percentage errors, autocovariances "
+            "up to horizon - 1 slots, Harvey-Leybourne-Newbold correction, "
+            "Student's t with n - 1 degrees of freedom; negative: ours better)"
         ),
         "traces": results,
         "summary": summary,
