@@ -17,6 +17,7 @@ replica carry the most: the bound is optimistic on purpose.
 Replicas are fractional by default (an integer version is available); there is no
 provisioning delay, no preemption and no on-demand floor, and capacity is shared
 across metros. Every policy pays at least this, up to the slot-mean demand.
+`with_provisioning_lead` adds the launch delay every real policy faces.
 """
 
 from __future__ import annotations
@@ -113,6 +114,25 @@ def lower_bound(
     return BoundResult(
         usd, arrivals, float(np.sum(hours)), slot_s, integer, tuple(usd_per_hour)
     )
+
+
+def with_provisioning_lead(bound: BoundResult, lead_s: float) -> float:
+    """USD of the bound when every replica must launch `lead_s` before it serves.
+
+    Under the bound's own relaxation (each slot's demand its mean, so what serves
+    a slot serves from its start), a replica serving slot t + k with
+    k <= lead_s // slot_s was launched by the start of slot t and is billed
+    through it; the replicas billed in slot t therefore cost at least the
+    bound's least cost of each slot up to k ahead, and every policy that faces
+    the lead pays at least the sum over slots of that running maximum. Preemption
+    and the on-demand floor are still left out, so this is a lower bound too.
+    """
+    if lead_s < 0:
+        raise ValueError(f"lead_s must be >= 0, got {lead_s}")
+    ahead = int(lead_s // bound.slot_s)
+    costs = np.asarray(bound.usd_per_hour)
+    led = [float(costs[t : t + ahead + 1].max()) for t in range(len(costs))]
+    return float(np.sum(led) * bound.slot_s / 3600.0)
 
 
 def _available(scenario: Scenario, bases: list[str], start_s: float, end_s: float):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loadtest.sim.bound import lower_bound, per_replica_rps
+from loadtest.sim.bound import (
+    BoundResult,
+    lower_bound,
+    per_replica_rps,
+    with_provisioning_lead,
+)
 from loadtest.sim.engine import EngineSettings, run
 from loadtest.sim.setups import SETUPS, Setup, _qps_scaler
 from loadtest.sim.traces import RateTrace
@@ -43,6 +48,18 @@ def test_integer_bound_rounds_each_slot_up():
     assert result.usd == pytest.approx(2 * 600 / 3600, rel=1e-6)
 
 
+def test_the_lead_bills_each_slot_for_the_dearest_slot_it_must_launch_for():
+    # $/h per 60 s slot; a 120 s lead reaches two slots ahead, so the spike of
+    # slot 2 is billed from slot 0 on: [5, 5, 5, 1, 1] dollars per hour.
+    bound = BoundResult(0.0, 1.0, 0.0, 60.0, True, (1.0, 1.0, 5.0, 1.0, 1.0))
+
+    assert with_provisioning_lead(bound, 120.0) == pytest.approx(17 / 60)
+    assert with_provisioning_lead(bound, 119.0) == pytest.approx(13 / 60)
+    assert with_provisioning_lead(bound, 0.0) == pytest.approx(9 / 60)
+    with pytest.raises(ValueError, match="lead_s"):
+        with_provisioning_lead(bound, -1.0)
+
+
 def test_bound_is_never_above_any_policy_that_meets_the_slo():
     # A day-like ramp compressed into two hours, served by a static peak
     # deployment, SkyServe-like scaling and our forecasting autoscaler.
@@ -60,9 +77,14 @@ def test_bound_is_never_above_any_policy_that_meets_the_slo():
         SETUPS["ours"],
     ]
     bound = lower_bound(scenario, trace)
+    led = with_provisioning_lead(
+        lower_bound(scenario, trace, integer=True), scenario.provisioning_s
+    )
     results = [run(scenario, trace, s, EngineSettings(dt_s=5)) for s in setups]
 
     meeting = [r for r in results if r.slo_attainment >= 0.99]
     assert meeting, [r.slo_attainment for r in results]
+    assert bound.usd <= led
     for result in meeting:
         assert bound.usd <= result.usd, result.setup
+        assert led <= result.usd, result.setup
