@@ -23,7 +23,7 @@ across metros. Every policy pays at least this, up to the slot-mean demand.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
@@ -42,10 +42,20 @@ class BoundResult:
     slot_s: float
     integer: bool
     usd_per_hour: tuple[float, ...]
+    # Seconds the slots span; the last slot may be shorter. None: all full.
+    span_s: float | None = None
 
     @property
     def usd_per_million(self) -> float:
         return self.usd / self.arrivals * 1e6 if self.arrivals else 0.0
+
+    def slot_hours(self) -> np.ndarray:
+        """Each slot's length in hours (the last one cut at `span_s`)."""
+        n = len(self.usd_per_hour)
+        lengths_s = np.full(n, self.slot_s)
+        if self.span_s is not None and n:
+            lengths_s[-1] = self.span_s - (n - 1) * self.slot_s
+        return lengths_s / 3600.0
 
 
 def per_replica_rps(scenario: Scenario, pool: str, pool_replicas: int) -> float:
@@ -100,19 +110,24 @@ def lower_bound(
     weights = np.array([scenario.clients[m] for m in metros])
     weights = weights / weights.sum()
 
-    hours = []
+    replicas = []
     usd_per_hour = []
-    slot_h = slot_s / 3600.0
+    span_s = float(len(rates))
     for t in range(n_slots):
         demand = slot_rps[t] * weights
-        available = _available(scenario, bases, t * slot_s, (t + 1) * slot_s)
+        end_s = min((t + 1) * slot_s, span_s)
+        available = _available(scenario, bases, t * slot_s, end_s)
         x = _solve_slot(prices, max_x * available, links, demand, len(metros), integer)
         usd_per_hour.append(float(prices @ x))
-        hours.append(float(x.sum()) * slot_h)
-    usd = float(np.sum(usd_per_hour) * slot_h)
-    arrivals = float(np.sum(rates))
-    return BoundResult(
-        usd, arrivals, float(np.sum(hours)), slot_s, integer, tuple(usd_per_hour)
+        replicas.append(float(x.sum()))
+    result = BoundResult(
+        0.0, float(np.sum(rates)), 0.0, slot_s, integer, tuple(usd_per_hour), span_s
+    )
+    hours = result.slot_hours()
+    return replace(
+        result,
+        usd=float(np.dot(usd_per_hour, hours)),
+        replica_hours=float(np.dot(replicas, hours)),
     )
 
 
@@ -121,25 +136,29 @@ def with_provisioning_lead(bound: BoundResult, lead_s: float) -> float:
 
     Under the bound's own relaxation (each slot's demand its mean, so what serves
     a slot serves from its start), a replica serving slot t + k with
-    k <= lead_s // slot_s was launched by the start of slot t and is billed
-    through it; the replicas billed in slot t therefore cost at least the
-    bound's least cost of each slot up to k ahead, and every policy that faces
-    the lead pays at least the sum over slots of that running maximum. Preemption
-    and the on-demand floor are still left out, so this is a lower bound too.
+    k <= lead_s // slot_s was billed from the start of slot t or before; the
+    replicas billed in slot t therefore cost at least the bound's least cost of
+    each slot up to k ahead, and every policy that faces the lead pays at least
+    the sum over slots of that running maximum. Preemption and the on-demand
+    floor are still left out, so this is a lower bound too. The simulator bills a
+    replica from the step after its launch, so its lead here is the provisioning
+    delay less one step.
     """
     if lead_s < 0:
         raise ValueError(f"lead_s must be >= 0, got {lead_s}")
     ahead = int(lead_s // bound.slot_s)
     costs = np.asarray(bound.usd_per_hour)
     led = [float(costs[t : t + ahead + 1].max()) for t in range(len(costs))]
-    return float(np.sum(led) * bound.slot_s / 3600.0)
+    return float(np.dot(led, bound.slot_hours()))
 
 
 def _available(scenario: Scenario, bases: list[str], start_s: float, end_s: float):
     regions = {c.name: c.region for c in scenario.clouds}
+    # A pool is taken away only for slots its outage covers whole: in a slot cut
+    # by the outage's start or end a policy may still use it, so the bound does.
     return np.array(
         [
-            0.0 if scenario.region_down(regions[b], start_s, end_s) else 1.0
+            0.0 if scenario.region_down_throughout(regions[b], start_s, end_s) else 1.0
             for b in bases
         ]
     )

@@ -103,6 +103,13 @@ class Scenario:
             for o in self.outages
         )
 
+    def region_down_throughout(self, region: str, start_s: float, end_s: float) -> bool:
+        """Whether one outage of `region` covers all of [start_s, end_s)."""
+        return any(
+            o.region == region and o.start_s <= start_s and end_s <= o.end_s
+            for o in self.outages
+        )
+
     def wait_limit_s(self, pool: str, admission_slo_fraction: float | None) -> float:
         """How long a request may queue at `pool` before it is given up.
 

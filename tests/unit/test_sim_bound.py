@@ -48,6 +48,18 @@ def test_integer_bound_rounds_each_slot_up():
     assert result.usd == pytest.approx(2 * 600 / 3600, rel=1e-6)
 
 
+def test_a_short_last_slot_is_billed_for_its_own_length():
+    scenario = world({"only": (1.0, False)})
+    k = per_replica_rps(scenario, f"{METRO}/only", 8)
+    result = lower_bound(scenario, constant_trace(1.5 * k, 90), integer=True)
+
+    # Two whole replicas for 90 s, not for two full minutes.
+    assert result.usd == pytest.approx(2 * 90 / 3600, rel=1e-6)
+    assert result.replica_hours == pytest.approx(2 * 90 / 3600, rel=1e-6)
+    led = with_provisioning_lead(result, 60.0)
+    assert led == pytest.approx(result.usd, rel=1e-6)
+
+
 def test_the_lead_bills_each_slot_for_the_dearest_slot_it_must_launch_for():
     # $/h per 60 s slot; a 120 s lead reaches two slots ahead, so the spike of
     # slot 2 is billed from slot 0 on: [5, 5, 5, 1, 1] dollars per hour.
@@ -56,6 +68,9 @@ def test_the_lead_bills_each_slot_for_the_dearest_slot_it_must_launch_for():
     assert with_provisioning_lead(bound, 120.0) == pytest.approx(17 / 60)
     assert with_provisioning_lead(bound, 119.0) == pytest.approx(13 / 60)
     assert with_provisioning_lead(bound, 0.0) == pytest.approx(9 / 60)
+    # The same slots over 270 s: the last one is half a slot.
+    cut = BoundResult(0.0, 1.0, 0.0, 60.0, True, (1.0, 1.0, 5.0, 1.0, 1.0), 270.0)
+    assert with_provisioning_lead(cut, 120.0) == pytest.approx(16.5 / 60)
     with pytest.raises(ValueError, match="lead_s"):
         with_provisioning_lead(bound, -1.0)
 
@@ -77,10 +92,13 @@ def test_bound_is_never_above_any_policy_that_meets_the_slo():
         SETUPS["ours"],
     ]
     bound = lower_bound(scenario, trace)
+    settings = EngineSettings(dt_s=5)
+    # The engine bills a launch from the next step: the lead billed is one less.
     led = with_provisioning_lead(
-        lower_bound(scenario, trace, integer=True), scenario.provisioning_s
+        lower_bound(scenario, trace, integer=True),
+        scenario.provisioning_s - settings.dt_s,
     )
-    results = [run(scenario, trace, s, EngineSettings(dt_s=5)) for s in setups]
+    results = [run(scenario, trace, s, settings) for s in setups]
 
     meeting = [r for r in results if r.slo_attainment >= 0.99]
     assert meeting, [r.slo_attainment for r in results]
