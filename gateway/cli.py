@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help shown by `bertgw --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -52,6 +53,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends an option's text with its default, where one is set and the
+    text does not already say it (flags and unset options show none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        shown = (
+            isinstance(default, (int, float, str, Path))
+            and not isinstance(default, bool)
+            and default is not argparse.SUPPRESS
+        )
+        if not shown or not action.option_strings or "default" in text:
+            return action.help
+        return f"{text} (default: %(default)s)".strip()
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertgw",
@@ -66,7 +84,12 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=DefaultsFormatter,
+        )
         if name == command:
             module = importlib.import_module(module_name)
             module.configure(sub)

@@ -39,16 +39,34 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=24.0,
         help="simulated hours (the Azure traces hold about 48 minutes after warm-up)",
     )
-    parser.add_argument("--slo-ms", type=float, default=150.0)
-    parser.add_argument("--quantile", type=float, default=0.999)
+    parser.add_argument(
+        "--slo-ms", type=float, default=150.0, help="latency SLO of a request"
+    )
+    parser.add_argument(
+        "--quantile",
+        type=float,
+        default=0.999,
+        help="share of requests the SLO asks to answer within --slo-ms",
+    )
     parser.add_argument(
         "--efficiency",
         type=float,
         default=0.3,
         help="sustained share of FP16 peak assumed for every GPU (not measured here)",
     )
-    parser.add_argument("--provisioning-s", type=float, default=180.0)
-    parser.add_argument("--preemptions-per-replica-hour", type=float, default=0.01)
+    parser.add_argument(
+        "--provisioning-s",
+        type=float,
+        default=180.0,
+        help="from a replica's launch (billed) until it serves",
+    )
+    parser.add_argument(
+        "--preemptions-per-replica-hour",
+        type=float,
+        default=0.01,
+        help="spot preemption rate (benchmarks/simulation.py uses 0.05 and a "
+        "regional outage, so its figures differ from a run of this command as is)",
+    )
     parser.add_argument(
         "--outage",
         action="append",
@@ -57,7 +75,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a regional outage, seconds into the window (repeatable)",
     )
     parser.add_argument("--dt-s", type=float, default=5.0, help="engine step")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of preemptions and the routers' random choices",
+    )
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="the shared data folder"
     )
