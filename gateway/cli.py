@@ -59,15 +59,21 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        default = action.default
-        shown = (
-            isinstance(default, (int, float, str, Path))
-            and not isinstance(default, bool)
-            and default is not argparse.SUPPRESS
-        )
-        if not shown or not action.option_strings or "default" in text:
+        if not _has_default(action) or "default" in text:
             return action.help
         return f"{text} (default: %(default)s)".strip()
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """Whether an option has a default worth showing: a number, text or path."""
+    default = action.default
+    return (
+        bool(action.option_strings)
+        and isinstance(default, (int, float, str, Path))
+        and not isinstance(default, bool)
+        and default != ""
+        and default is not argparse.SUPPRESS
+    )
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
@@ -93,6 +99,10 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
         if name == command:
             module = importlib.import_module(module_name)
             module.configure(sub)
+            for action in sub._actions:
+                # argparse shows no help line at all for an option without help.
+                if action.help is None and _has_default(action):
+                    action.help = "(default: %(default)s)"
             sub.set_defaults(_run=module.run)
     return parser
 

@@ -109,7 +109,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
             f"--{name.replace('_', '-')}", type=float, default=getattr(params, name)
         )
     load.add_argument(
-        "--texts", default=str(DEFAULT_TEXTS), help="CSV with a text column"
+        "--texts",
+        default=str(DEFAULT_TEXTS),
+        help="CSV with a text column (default: the repository's "
+        "data/demo_intents/test.csv)",
     )
     load.add_argument("--text-column", default="text")
     load.add_argument(

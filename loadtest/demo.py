@@ -36,7 +36,10 @@ DEFAULT_MODEL = "demo-intents"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="deployment YAML"
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help="deployment YAML (default: the repository's configs/local.yaml)",
     )
     parser.add_argument(
         "--duration-s",

@@ -3,10 +3,11 @@
 Per slot t (60 s by default), metro m and pool c in m's reach, choose replicas
 x[t,c] >= 0 and request flows y[t,m,c] >= 0 to
 
-    minimise   sum_t sum_c price_c * x[t,c] * slot_s / 3600
+    minimise   sum_t sum_c price_c * x[t,c] * len_t / 3600   (len_t: slot t's seconds)
     subject to sum_c y[t,m,c] = D[t,m]                 (every request served)
                sum_m y[t,m,c] / k[m,c] <= x[t,c]       (capacity within the SLO)
-               x[t,c] <= max_c                          (0 while c's region is down)
+               x[t,c] <= max_c                          (0 if c's region is down
+                                                         for all of slot t)
 
 D[t,m] is the slot's mean request rate from metro m. k[m,c] is what one replica of
 c carries for metro m within the SLO, from the queueing model the autoscaler uses

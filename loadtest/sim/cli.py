@@ -58,7 +58,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--provisioning-s",
         type=float,
         default=180.0,
-        help="from a replica's launch (billed) until it serves",
+        help="from a replica's launch until it serves (billed from the engine "
+        "step after the launch)",
     )
     parser.add_argument(
         "--preemptions-per-replica-hour",

@@ -82,6 +82,7 @@ def test_bound_is_never_above_any_policy_that_meets_the_slo():
         {"cheap": (1.0, True), "dear": (3.0, False)},
         batch_latency_s=(0.010, 0.012, 0.014, 0.016),
         slo_s=0.1,
+        provisioning_s=185.0,  # billed 180 s ahead: three minute-slots
     )
     seconds = np.arange(2 * 3600 + 3600)
     rates = 300.0 + 250.0 * np.sin(2 * np.pi * seconds / 7200.0)
