@@ -53,17 +53,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-class DefaultsFormatter(argparse.HelpFormatter):
-    """Help that ends an option's text with its default, where one is set and the
-    text does not already say it (flags and unset options show none)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if not _has_default(action) or "default" in text:
-            return action.help
-        return f"{text} (default: %(default)s)".strip()
-
-
 def _has_default(action: argparse.Action) -> bool:
     """Whether an option has a default worth showing: a number, text or path."""
     default = action.default
@@ -90,19 +79,15 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            formatter_class=DefaultsFormatter,
-        )
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if name == command:
             module = importlib.import_module(module_name)
             module.configure(sub)
             for action in sub._actions:
-                # argparse shows no help line at all for an option without help.
-                if action.help is None and _has_default(action):
-                    action.help = "(default: %(default)s)"
+                # End each option's help with its default, unless it says it.
+                text = action.help or ""
+                if _has_default(action) and "default" not in text:
+                    action.help = f"{text} (default: %(default)s)".strip()
             sub.set_defaults(_run=module.run)
     return parser
 

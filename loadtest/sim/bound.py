@@ -24,7 +24,7 @@ across metros. Every policy pays at least this, up to the slot-mean demand.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
@@ -52,11 +52,14 @@ class BoundResult:
 
     def slot_hours(self) -> np.ndarray:
         """Each slot's length in hours (the last one cut at `span_s`)."""
-        n = len(self.usd_per_hour)
-        lengths_s = np.full(n, self.slot_s)
-        if self.span_s is not None and n:
-            lengths_s[-1] = self.span_s - (n - 1) * self.slot_s
-        return lengths_s / 3600.0
+        return _slot_hours(len(self.usd_per_hour), self.slot_s, self.span_s)
+
+
+def _slot_hours(n_slots: int, slot_s: float, span_s: float | None) -> np.ndarray:
+    lengths_s = np.full(n_slots, slot_s)
+    if span_s is not None and n_slots:
+        lengths_s[-1] = span_s - (n_slots - 1) * slot_s
+    return lengths_s / 3600.0
 
 
 def per_replica_rps(scenario: Scenario, pool: str, pool_replicas: int) -> float:
@@ -121,14 +124,15 @@ def lower_bound(
         x = _solve_slot(prices, max_x * available, links, demand, len(metros), integer)
         usd_per_hour.append(float(prices @ x))
         replicas.append(float(x.sum()))
-    result = BoundResult(
-        0.0, float(np.sum(rates)), 0.0, slot_s, integer, tuple(usd_per_hour), span_s
-    )
-    hours = result.slot_hours()
-    return replace(
-        result,
-        usd=float(np.dot(usd_per_hour, hours)),
-        replica_hours=float(np.dot(replicas, hours)),
+    hours = _slot_hours(n_slots, slot_s, span_s)
+    return BoundResult(
+        float(np.dot(usd_per_hour, hours)),
+        float(np.sum(rates)),
+        float(np.dot(replicas, hours)),
+        slot_s,
+        integer,
+        tuple(usd_per_hour),
+        span_s,
     )
 
 
